@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what the build, the demo and the tests need, from Debian's packages.
+# Idempotent: installs only what is missing. Fails loudly when something cannot be had.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have gcc || need+=(gcc)
+have make || need+=(make)
+have valgrind || need+=(valgrind)
+have git || need+=(git)
+have python3 || need+=(python3)
+# AddressSanitizer's runtime for gcc.
+if ! echo 'int main(void){return 0;}' | gcc -x c -fsanitize=address -o /dev/null - >/dev/null 2>&1; then
+  need+=(libasan8)
+fi
+[ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: installing ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+have cargo || { echo "install-deps: cargo (Rust toolchain) is required and cannot be installed here" >&2; exit 1; }
+echo "install-deps: ok"

@@ -1,0 +1,282 @@
+//! Configuration: built once from a builder, then immutable and shared by every
+//! session (`Arc<Config>`), as rustls does with its own configs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Code, Error, Result};
+use crate::protocol::Limits;
+use crate::tls::client::{ClientTls, TrustSource};
+
+/// Which side of the connection a config is for.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A client: MUA, MTA delivering, news reader.
+    Client = 0,
+    /// A server: MTA receiving, IMAP/POP3/news server.
+    Server = 1,
+}
+
+/// The client's TLS policy (DESIGN.md, "Policies"), after Postfix's security levels.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Never STARTTLS: plaintext.
+    None = 0,
+    /// Opportunistic: STARTTLS when offered; the certificate is recorded, not enforced;
+    /// plaintext when STARTTLS is not offered or is refused.
+    May = 1,
+    /// STARTTLS required, certificate recorded but not enforced; otherwise defer or fail.
+    Encrypt = 2,
+    /// STARTTLS required, certificate chain and name verified; otherwise defer or fail.
+    Verify = 3,
+}
+
+impl Policy {
+    /// The policy for a number from C.
+    pub fn from_u32(n: u32) -> Option<Policy> {
+        Some(match n {
+            0 => Policy::None,
+            1 => Policy::May,
+            2 => Policy::Encrypt,
+            3 => Policy::Verify,
+            _ => return None,
+        })
+    }
+
+    /// The name used in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::None => "none",
+            Policy::May => "may",
+            Policy::Encrypt => "encrypt",
+            Policy::Verify => "verify",
+        }
+    }
+
+    /// Whether TLS is required (plaintext is never allowed).
+    pub fn requires_tls(self) -> bool {
+        matches!(self, Policy::Encrypt | Policy::Verify)
+    }
+}
+
+/// What a server does with bytes pipelined after a STARTTLS command line.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectionAction {
+    /// Discard them (never execute), count them, log a warning, go on with TLS.
+    Discard = 0,
+    /// Refuse: no `220`, the call fails and the server closes the connection.
+    Close = 1,
+}
+
+/// Log levels, most severe first.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// A failure.
+    Error = 1,
+    /// Something suspicious or a fallback.
+    Warn = 2,
+    /// What was negotiated, one line per event.
+    Info = 3,
+    /// Every step.
+    Debug = 4,
+}
+
+impl LogLevel {
+    /// The level for a number from C.
+    pub fn from_u32(n: u32) -> Option<LogLevel> {
+        Some(match n {
+            1 => LogLevel::Error,
+            2 => LogLevel::Warn,
+            3 => LogLevel::Info,
+            4 => LogLevel::Debug,
+            _ => return None,
+        })
+    }
+}
+
+/// A log sink.
+pub type LogFn = Arc<dyn Fn(LogLevel, &str) + Send + Sync>;
+
+/// An immutable, shareable configuration.
+pub struct Config {
+    /// Client or server.
+    pub role: Role,
+    /// The client's policy.
+    pub policy: Policy,
+    /// Bounds on peer input.
+    pub limits: Limits,
+    /// Longest wait for one step (a reply, the handshake, one read).
+    pub step_timeout: Duration,
+    /// The EHLO/LHLO argument.
+    pub helo_name: String,
+    /// The client's TLS side (absent under policy none).
+    pub client_tls: Option<ClientTls>,
+    /// The server's TLS config (absent without a certificate: STARTTLS is then not offered).
+    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Server: refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS.
+    pub require_tls: bool,
+    /// Server: what to do with bytes pipelined after STARTTLS.
+    pub injection: InjectionAction,
+    /// Where log lines go, and from which level on.
+    pub log: Option<(LogFn, LogLevel)>,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("role", &self.role)
+            .field("policy", &self.policy)
+            .field("limits", &self.limits)
+            .field("require_tls", &self.require_tls)
+            .field("server_tls", &self.server_tls.is_some())
+            .finish()
+    }
+}
+
+/// Collects settings; `build` checks them and makes a `Config`. Building does not
+/// consume the builder: it can be built again and is always freed by its owner.
+#[derive(Clone)]
+pub struct ConfigBuilder {
+    role: Role,
+    policy: Policy,
+    trust: Option<TrustSource>,
+    cert_pem: Option<Vec<u8>>,
+    key_pem: Option<Vec<u8>>,
+    limits: Limits,
+    step_timeout: Duration,
+    helo_name: Option<String>,
+    require_tls: bool,
+    injection: InjectionAction,
+    log: Option<(LogFn, LogLevel)>,
+}
+
+impl ConfigBuilder {
+    /// A builder with the defaults: policy may, system trust store, 5-minute steps
+    /// (RFC 5321 section 4.5.3.2), the default limits.
+    pub fn new(role: Role) -> Self {
+        ConfigBuilder {
+            role,
+            policy: Policy::May,
+            trust: None,
+            cert_pem: None,
+            key_pem: None,
+            limits: Limits::default(),
+            step_timeout: Duration::from_secs(300),
+            helo_name: None,
+            require_tls: false,
+            injection: InjectionAction::Discard,
+            log: None,
+        }
+    }
+
+    /// Sets the client policy.
+    pub fn policy(&mut self, p: Policy) -> &mut Self {
+        self.policy = p;
+        self
+    }
+
+    /// Uses a CA file instead of the system store.
+    pub fn ca_file(&mut self, path: &str) -> &mut Self {
+        self.trust = Some(TrustSource::CaFile(path.into()));
+        self
+    }
+
+    /// Sets the server certificate chain and key (PEM).
+    pub fn certificate_pem(&mut self, chain: &[u8], key: &[u8]) -> &mut Self {
+        self.cert_pem = Some(chain.to_vec());
+        self.key_pem = Some(key.to_vec());
+        self
+    }
+
+    /// Sets the limits on peer input.
+    pub fn limits(&mut self, l: Limits) -> &mut Self {
+        self.limits = l;
+        self
+    }
+
+    /// The limits now set.
+    pub fn current_limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Sets the per-step timeout.
+    pub fn step_timeout(&mut self, d: Duration) -> &mut Self {
+        self.step_timeout = d;
+        self
+    }
+
+    /// Sets the EHLO/LHLO argument (default: the host name, else `localhost`).
+    pub fn helo_name(&mut self, name: &str) -> &mut Self {
+        self.helo_name = Some(name.to_string());
+        self
+    }
+
+    /// Server: require TLS before mail transactions.
+    pub fn require_tls(&mut self, on: bool) -> &mut Self {
+        self.require_tls = on;
+        self
+    }
+
+    /// Server: the action on bytes pipelined after STARTTLS.
+    pub fn injection(&mut self, a: InjectionAction) -> &mut Self {
+        self.injection = a;
+        self
+    }
+
+    /// Sets the log sink.
+    pub fn log(&mut self, f: LogFn, level: LogLevel) -> &mut Self {
+        self.log = Some((f, level));
+        self
+    }
+
+    /// Checks everything and builds the immutable config.
+    pub fn build(&self) -> Result<Arc<Config>> {
+        if self.limits.max_line < 64 || self.limits.max_reply_lines == 0 || self.limits.max_pretls_bytes < 512 {
+            return Err(Error::new(Code::InvalidParameter, "limits too small (line >= 64, lines >= 1, bytes >= 512)"));
+        }
+        let client_tls = match (self.role, self.policy) {
+            (Role::Client, Policy::None) | (Role::Server, _) => None,
+            (Role::Client, p) => {
+                let trust = self.trust.clone().unwrap_or(TrustSource::System);
+                Some(ClientTls::new(Some(&trust), p == Policy::Verify)?)
+            }
+        };
+        let server_tls = match (self.role, &self.cert_pem, &self.key_pem) {
+            (Role::Server, Some(c), Some(k)) => {
+                let ck = crate::tls::server::certified_key(c, k)?;
+                Some(crate::tls::server::server_config(ck)?)
+            }
+            _ => None,
+        };
+        let helo_name = self.helo_name.clone().unwrap_or_else(local_host_name);
+        if helo_name.is_empty() || helo_name.bytes().any(|b| b <= b' ' || b == 0x7f) {
+            return Err(Error::new(Code::InvalidParameter, "the EHLO name must be non-empty, without spaces or controls"));
+        }
+        Ok(Arc::new(Config {
+            role: self.role,
+            policy: self.policy,
+            limits: self.limits,
+            step_timeout: self.step_timeout,
+            helo_name,
+            client_tls,
+            server_tls,
+            require_tls: self.require_tls,
+            injection: self.injection,
+            log: self.log.clone(),
+        }))
+    }
+}
+
+/// This machine's host name, or `localhost`.
+pub fn local_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}

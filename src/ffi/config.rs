@@ -1,0 +1,409 @@
+//! Config builders and built configs.
+//!
+//! One ownership rule for every builder: `_new` gives the caller a builder, `_build`
+//! does not consume it (it may be changed and built again), and the caller always
+//! frees it with `_free`. A built config is immutable and reference counted: each
+//! session holds a reference, and `mailtls_config_free` drops the caller's.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{byte_slice, c_str, cstring, ffi_guard, mailtls_result, non_null};
+use crate::config::{Config, ConfigBuilder, InjectionAction, LogLevel, Policy, Role};
+use crate::protocol::Limits;
+
+/// A config under construction (opaque).
+pub struct mailtls_config_builder {
+    inner: ConfigBuilder,
+    error: Option<crate::error::Error>,
+}
+
+/// A built, immutable, reference-counted config (opaque).
+pub struct mailtls_config {
+    _private: [u8; 0],
+}
+
+/// A log callback: `level` is one of `MAILTLS_LOG_LEVEL_*`, `message` a NUL-terminated
+/// line without a newline, valid only during the call. It may be called from any
+/// thread that uses a session of the config.
+pub type mailtls_log_callback = Option<extern "C" fn(userdata: *mut c_void, level: u32, message: *const c_char)>;
+
+pub(crate) fn config_ref<'a>(p: *const mailtls_config) -> &'a Config {
+    // SAFETY: a non-NULL `mailtls_config` pointer came from `Arc::into_raw` in
+    // `mailtls_config_builder_build` and the caller still holds its reference.
+    unsafe { &*(p as *const Config) }
+}
+
+pub(crate) fn config_arc(p: *const mailtls_config) -> Arc<Config> {
+    let raw = p as *const Config;
+    // SAFETY: as in `config_ref`; we add a reference for the new owner.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Arc::from_raw(raw)
+    }
+}
+
+fn builder<'a>(b: *mut mailtls_config_builder) -> &'a mut mailtls_config_builder {
+    // SAFETY: non-NULL builder pointers come from `mailtls_config_builder_new`.
+    unsafe { &mut *b }
+}
+
+/// Creates a config builder for `role` (`MAILTLS_ROLE_CLIENT` or `MAILTLS_ROLE_SERVER`)
+/// with the defaults: policy may, the system trust store, 300-second steps, EHLO name
+/// from the host name, the default limits. Free it with `mailtls_config_builder_free`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_new(role: u32, out: *mut *mut mailtls_config_builder) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(out, mailtls_result::NullParameter);
+        let role = match role {
+            0 => Role::Client,
+            1 => Role::Server,
+            _ => return mailtls_result::InvalidParameter,
+        };
+        let b = Box::new(mailtls_config_builder { inner: ConfigBuilder::new(role), error: None });
+        // SAFETY: `out` is non-NULL and points to writable storage for a pointer.
+        unsafe { *out = Box::into_raw(b) };
+        mailtls_result::Ok
+    })
+}
+
+/// Frees a builder. NULL is a no-op. Configs built from it are not affected.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_free(b: *mut mailtls_config_builder) {
+    ffi_guard!((), {
+        if !b.is_null() {
+            // SAFETY: `b` came from `Box::into_raw` in `mailtls_config_builder_new`.
+            drop(unsafe { Box::from_raw(b) });
+        }
+    })
+}
+
+/// Sets the client policy: `MAILTLS_POLICY_NONE`, `_MAY` (default), `_ENCRYPT`, `_VERIFY`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_policy(b: *mut mailtls_config_builder, policy: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        match Policy::from_u32(policy) {
+            Some(p) => {
+                builder(b).inner.policy(p);
+                mailtls_result::Ok
+            }
+            None => mailtls_result::InvalidParameter,
+        }
+    })
+}
+
+/// Uses the CA certificates of a PEM file as trust anchors instead of the system
+/// store. The file is read when the config is built.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_ca_file(b: *mut mailtls_config_builder, path: *const c_char) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        // SAFETY: `path` is a NUL-terminated string or NULL (checked).
+        let path = match unsafe { c_str(path) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        builder(b).inner.ca_file(path);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the server's certificate chain (end entity first) and private key from PEM
+/// data in memory. They are parsed, and the key checked against the certificate, when
+/// the config is built.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_certificate_pem(
+    b: *mut mailtls_config_builder,
+    chain_pem: *const u8,
+    chain_len: usize,
+    key_pem: *const u8,
+    key_len: usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        // SAFETY: the caller provides `chain_len` and `key_len` readable bytes.
+        let (chain, key) = match unsafe { (byte_slice(chain_pem, chain_len), byte_slice(key_pem, key_len)) } {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        builder(b).inner.certificate_pem(chain, key);
+        mailtls_result::Ok
+    })
+}
+
+/// Reads the server's certificate chain and private key from PEM files now; they are
+/// parsed and checked when the config is built. Unreadable files give
+/// `MAILTLS_RESULT_CERTIFICATE_LOAD` or `MAILTLS_RESULT_PRIVATE_KEY_LOAD`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_certificate_files(
+    b: *mut mailtls_config_builder,
+    chain_path: *const c_char,
+    key_path: *const c_char,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated strings or NULL (checked).
+        let (cp, kp) = match unsafe { (c_str(chain_path), c_str(key_path)) } {
+            (Ok(c), Ok(k)) => (c, k),
+            (Err(e), _) | (_, Err(e)) => return e,
+        };
+        let bl = builder(b);
+        let chain = match std::fs::read(cp) {
+            Ok(d) => d,
+            Err(e) => {
+                bl.error = Some(crate::error::Error::new(mailtls_result::CertificateLoad, format!("{cp}: {e}")));
+                return mailtls_result::CertificateLoad;
+            }
+        };
+        let key = match std::fs::read(kp) {
+            Ok(d) => d,
+            Err(e) => {
+                bl.error = Some(crate::error::Error::new(mailtls_result::PrivateKeyLoad, format!("{kp}: {e}")));
+                return mailtls_result::PrivateKeyLoad;
+            }
+        };
+        bl.inner.certificate_pem(&chain, &key);
+        mailtls_result::Ok
+    })
+}
+
+/// Generates a self-signed certificate (ECDSA P-256) for `hostname` and sets it as the
+/// server certificate: the embedded default for demos and tests. When `cert_pem_out`
+/// is not NULL, the certificate's PEM (NUL-terminated) is copied there, so a client
+/// can be given it as its CA file; `*written` gets its length without the NUL.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_generate_self_signed(
+    b: *mut mailtls_config_builder,
+    hostname: *const c_char,
+    cert_pem_out: *mut c_char,
+    cert_pem_out_len: usize,
+    written: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let host = match unsafe { c_str(hostname) } {
+            Ok(h) if !h.is_empty() => h,
+            Ok(_) => return mailtls_result::InvalidParameter,
+            Err(e) => return e,
+        };
+        let (cert, key) = match crate::tls::server::self_signed(&[host.to_string()]) {
+            Ok(pair) => pair,
+            Err(e) => {
+                let code = e.code;
+                builder(b).error = Some(e);
+                return code;
+            }
+        };
+        if !cert_pem_out.is_null() {
+            if cert.len() + 1 > cert_pem_out_len {
+                return mailtls_result::BufferTooSmall;
+            }
+            // SAFETY: the caller provides `cert_pem_out_len` writable bytes; we write len+1.
+            unsafe {
+                std::ptr::copy_nonoverlapping(cert.as_ptr(), cert_pem_out as *mut u8, cert.len());
+                *cert_pem_out.add(cert.len()) = 0;
+            }
+            if !written.is_null() {
+                // SAFETY: non-NULL pointer to a writable size_t.
+                unsafe { *written = cert.len() };
+            }
+        }
+        builder(b).inner.certificate_pem(cert.as_bytes(), key.as_bytes());
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the EHLO/LHLO argument the client sends (default: this machine's host name).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_helo_name(b: *mut mailtls_config_builder, name: *const c_char) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        match unsafe { c_str(name) } {
+            Ok(n) => {
+                builder(b).inner.helo_name(n);
+                mailtls_result::Ok
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// Sets the longest wait for one step (a reply, the handshake, one read or write in
+/// fd mode), in milliseconds; 0 is invalid. Default 300000 (RFC 5321 section 4.5.3.2).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_timeout_ms(b: *mut mailtls_config_builder, ms: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if ms == 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.step_timeout(Duration::from_millis(ms as u64));
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the limits on peer input before TLS: the longest line (default 4096), the most
+/// lines in one reply (128), the most plaintext bytes before TLS (65536). A 0 keeps
+/// that limit's current value. Checked when the config is built.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_limits(
+    b: *mut mailtls_config_builder,
+    max_line: usize,
+    max_reply_lines: usize,
+    max_pretls_bytes: usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let bl = builder(b);
+        let cur = bl.inner.current_limits();
+        let pick = |n: usize, d: usize| if n == 0 { d } else { n };
+        bl.inner.limits(Limits {
+            max_line: pick(max_line, cur.max_line),
+            max_reply_lines: pick(max_reply_lines, cur.max_reply_lines),
+            max_pretls_bytes: pick(max_pretls_bytes, cur.max_pretls_bytes),
+        });
+        mailtls_result::Ok
+    })
+}
+
+/// Server: require TLS. Before STARTTLS, `mailtls_server_check_command` refuses every
+/// command but NOOP, EHLO/HELO/LHLO, STARTTLS and QUIT with `MAILTLS_RESULT_TLS_REQUIRED`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_require_tls(b: *mut mailtls_config_builder, on: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        builder(b).inner.require_tls(on);
+        mailtls_result::Ok
+    })
+}
+
+/// Server: what happens to bytes pipelined after a STARTTLS command:
+/// `MAILTLS_INJECTION_ACTION_DISCARD` (default: never executed, counted, logged) or
+/// `MAILTLS_INJECTION_ACTION_CLOSE` (the STARTTLS fails with
+/// `MAILTLS_RESULT_COMMAND_INJECTION` and the server should close the connection).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_injection_action(b: *mut mailtls_config_builder, action: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let a = match action {
+            0 => InjectionAction::Discard,
+            1 => InjectionAction::Close,
+            _ => return mailtls_result::InvalidParameter,
+        };
+        builder(b).inner.injection(a);
+        mailtls_result::Ok
+    })
+}
+
+struct LogTarget {
+    cb: extern "C" fn(*mut c_void, u32, *const c_char),
+    userdata: usize,
+}
+
+/// Sets the log callback and the most verbose level passed to it
+/// (`MAILTLS_LOG_LEVEL_ERROR` .. `MAILTLS_LOG_LEVEL_DEBUG`). `userdata` is passed on
+/// every call and must stay valid while any session of the config lives.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_log(
+    b: *mut mailtls_config_builder,
+    cb: mailtls_log_callback,
+    userdata: *mut c_void,
+    level: u32,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let Some(cb) = cb else { return mailtls_result::NullParameter };
+        let Some(level) = LogLevel::from_u32(level) else { return mailtls_result::InvalidParameter };
+        let target = LogTarget { cb, userdata: userdata as usize };
+        builder(b).inner.log(
+            Arc::new(move |lvl: LogLevel, msg: &str| {
+                let c = cstring(msg);
+                (target.cb)(target.userdata as *mut c_void, lvl as u32, c.as_ptr());
+            }),
+            level,
+        );
+        mailtls_result::Ok
+    })
+}
+
+/// Checks the settings and builds an immutable config: trust anchors are loaded, a
+/// server certificate and key are parsed and matched (`MAILTLS_RESULT_KEY_MISMATCH`).
+/// On success `*out` holds a new reference; free it with `mailtls_config_free`. The
+/// builder stays the caller's. On failure `mailtls_config_builder_last_error` says why.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_build(
+    b: *mut mailtls_config_builder,
+    out: *mut *const mailtls_config,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        non_null!(out, mailtls_result::NullParameter);
+        let bl = builder(b);
+        match bl.inner.build() {
+            Ok(cfg) => {
+                bl.error = None;
+                // SAFETY: `out` is non-NULL and writable.
+                unsafe { *out = Arc::into_raw(cfg) as *const mailtls_config };
+                mailtls_result::Ok
+            }
+            Err(e) => {
+                let code = e.code;
+                bl.error = Some(e);
+                code
+            }
+        }
+    })
+}
+
+/// Copies the full detail of the builder's last failure (NUL-terminated, truncated to
+/// fit) into `buf`; an empty string when nothing failed.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_last_error(
+    b: *const mailtls_config_builder,
+    buf: *mut c_char,
+    len: usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        non_null!(buf, mailtls_result::NullParameter);
+        if len == 0 {
+            return mailtls_result::BufferTooSmall;
+        }
+        // SAFETY: non-NULL builder from `mailtls_config_builder_new`.
+        let bl = unsafe { &*b };
+        let text = bl.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        let n = text.len().min(len - 1);
+        // SAFETY: `buf` has `len` writable bytes; we write n + 1 <= len.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, n);
+            *buf.add(n) = 0;
+        }
+        mailtls_result::Ok
+    })
+}
+
+/// Whether a server config has a usable certificate and key, so that STARTTLS can be
+/// advertised. False for client configs and NULL.
+#[no_mangle]
+pub extern "C" fn mailtls_config_server_tls_ready(cfg: *const mailtls_config) -> bool {
+    ffi_guard!(false, {
+        non_null!(cfg, false);
+        config_ref(cfg).server_tls.is_some()
+    })
+}
+
+/// Drops the caller's reference to a config; it is freed when no session uses it.
+/// NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mailtls_config_free(cfg: *const mailtls_config) {
+    ffi_guard!((), {
+        if !cfg.is_null() {
+            // SAFETY: `cfg` came from `Arc::into_raw`; this releases the caller's reference.
+            drop(unsafe { Arc::from_raw(cfg as *const Config) });
+        }
+    })
+}

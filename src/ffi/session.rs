@@ -1,0 +1,419 @@
+//! Sessions: client negotiation, the server's STARTTLS, and application data.
+
+use std::ffi::{c_char, c_void, CString};
+
+use super::config::{config_arc, mailtls_config};
+use super::io::{mailtls_read_callback, mailtls_write_callback, CallbackTransport, FdTransport};
+use super::report::mailtls_report;
+use super::{byte_slice, c_str, cstring, ffi_guard, mailtls_result, non_null};
+use crate::error::{Error, Result};
+use crate::protocol::Proto;
+use crate::session::Session;
+
+/// One connection: its negotiation, its report, then its data (opaque, single owner).
+pub struct mailtls_session {
+    inner: Session,
+    last_error: CString,
+    report: Option<Box<mailtls_report>>,
+}
+
+impl mailtls_session {
+    fn done(&mut self, r: Result<()>) -> mailtls_result {
+        match r {
+            Ok(()) => mailtls_result::Ok,
+            Err(e) => self.err(e),
+        }
+    }
+
+    fn err(&mut self, e: Error) -> mailtls_result {
+        if e.code != mailtls_result::WouldBlock {
+            self.inner.note_error(&e);
+            self.last_error = cstring(&e.to_string());
+        }
+        e.code
+    }
+}
+
+fn session<'a>(s: *mut mailtls_session) -> &'a mut mailtls_session {
+    // SAFETY: non-NULL session pointers come from `Box::into_raw` in the constructors,
+    // and a session is used by one thread at a time (documented).
+    unsafe { &mut *s }
+}
+
+fn session_ref<'a>(s: *const mailtls_session) -> &'a mailtls_session {
+    // SAFETY: as in `session`.
+    unsafe { &*s }
+}
+
+fn new_session(r: Result<Session>, out: *mut *mut mailtls_session) -> mailtls_result {
+    match r {
+        Ok(inner) => {
+            let b = Box::new(mailtls_session { inner, last_error: CString::default(), report: None });
+            // SAFETY: `out` is non-NULL (checked by the caller) and writable.
+            unsafe { *out = Box::into_raw(b) };
+            mailtls_result::Ok
+        }
+        Err(e) => e.code,
+    }
+}
+
+/// Creates a client session for `host` and `port` with protocol `proto`
+/// (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
+/// `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
+/// the SNI, unless `mailtls_session_set_server_name` says otherwise. The session holds
+/// its own reference to `cfg`. Free it with `mailtls_session_free`.
+#[no_mangle]
+pub extern "C" fn mailtls_client_new(
+    cfg: *const mailtls_config,
+    proto: u32,
+    host: *const c_char,
+    port: u16,
+    out: *mut *mut mailtls_session,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(cfg, mailtls_result::NullParameter);
+        non_null!(out, mailtls_result::NullParameter);
+        let Some(proto) = Proto::from_u32(proto) else { return mailtls_result::InvalidParameter };
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let host = match unsafe { c_str(host) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        new_session(Session::client(config_arc(cfg), proto, host, port), out)
+    })
+}
+
+/// Creates a server session for a connection from `peer` (an address for logs and
+/// reports) with protocol `proto`. The server keeps its own command loop and calls
+/// `mailtls_server_offer_starttls`, `mailtls_server_check_command` and
+/// `mailtls_server_starttls`. Free it with `mailtls_session_free`.
+#[no_mangle]
+pub extern "C" fn mailtls_server_new(
+    cfg: *const mailtls_config,
+    proto: u32,
+    peer: *const c_char,
+    out: *mut *mut mailtls_session,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(cfg, mailtls_result::NullParameter);
+        non_null!(out, mailtls_result::NullParameter);
+        let Some(proto) = Proto::from_u32(proto) else { return mailtls_result::InvalidParameter };
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let peer = match unsafe { c_str(peer) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        new_session(Session::server(config_arc(cfg), proto, peer), out)
+    })
+}
+
+/// Frees a session (its config reference too). Does not close the transport, which
+/// stays the caller's. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mailtls_session_free(s: *mut mailtls_session) {
+    ffi_guard!((), {
+        if !s.is_null() {
+            // SAFETY: `s` came from `Box::into_raw` in a constructor.
+            drop(unsafe { Box::from_raw(s) });
+        }
+    })
+}
+
+/// Sets the reference name checked under policy verify and sent as SNI (default: the
+/// host given to `mailtls_client_new`). Only before negotiating.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_server_name(s: *mut mailtls_session, name: *const c_char) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let name = match unsafe { c_str(name) } {
+            Ok(n) => n,
+            Err(e) => return e,
+        };
+        let ss = session(s);
+        let r = ss.inner.set_server_name(name);
+        ss.done(r)
+    })
+}
+
+/// Gives the session callback I/O: `read` and `write` get `userdata` on every call and
+/// return 0 or an errno; `EAGAIN`/`EWOULDBLOCK` makes the library return
+/// `MAILTLS_RESULT_WOULD_BLOCK`, `ETIMEDOUT` `MAILTLS_RESULT_TIMEOUT`. `userdata` must
+/// stay valid while the session uses it.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_io(
+    s: *mut mailtls_session,
+    read: mailtls_read_callback,
+    write: mailtls_write_callback,
+    userdata: *mut c_void,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let (Some(read), Some(write)) = (read, write) else { return mailtls_result::NullParameter };
+        session(s).inner.set_transport(Box::new(CallbackTransport { read, write, userdata }));
+        mailtls_result::Ok
+    })
+}
+
+/// Gives the session a file descriptor (a connected socket) that the library reads,
+/// writes and polls itself, waiting at most the config's step timeout for each step:
+/// the convenience mode for simple blocking programs. The fd stays the caller's.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_fd(s: *mut mailtls_session, fd: i32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        if fd < 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        session(s).inner.set_transport(Box::new(FdTransport { fd, deadline: None }));
+        mailtls_result::Ok
+    })
+}
+
+/// Runs the client negotiation: greeting, EHLO/LHLO, STARTTLS as the policy says, the
+/// TLS handshake, EHLO again. `MAILTLS_RESULT_OK`: the session is ready for the
+/// application's own dialogue (TLS or plaintext, as the report's outcome says).
+/// `MAILTLS_RESULT_WOULD_BLOCK`: call again (or `mailtls_session_continue`) when the
+/// transport is ready. Any other code: the negotiation ended (see the report, whose
+/// outcome says defer or fail, and `mailtls_session_last_error`).
+#[no_mangle]
+pub extern "C" fn mailtls_client_negotiate(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.negotiate();
+        ss.done(r)
+    })
+}
+
+/// Resumes whatever stopped at `MAILTLS_RESULT_WOULD_BLOCK`: a negotiation, a server
+/// handshake, or queued output.
+#[no_mangle]
+pub extern "C" fn mailtls_session_continue(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.resume();
+        ss.done(r)
+    })
+}
+
+/// Reads application data into `buf` (decrypted when TLS is active). On
+/// `MAILTLS_RESULT_OK`, `*out_n` > 0 bytes were read. `MAILTLS_RESULT_CLOSED`: the
+/// peer ended cleanly; `MAILTLS_RESULT_PEER_CLOSED`: the connection ended without
+/// close_notify (possible truncation); `MAILTLS_RESULT_WOULD_BLOCK`: no data yet.
+#[no_mangle]
+pub extern "C" fn mailtls_session_read(s: *mut mailtls_session, buf: *mut u8, len: usize, out_n: *mut usize) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        non_null!(buf, mailtls_result::NullParameter);
+        non_null!(out_n, mailtls_result::NullParameter);
+        if len == 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        // SAFETY: the caller provides `len` writable bytes at `buf`.
+        let b = unsafe { std::slice::from_raw_parts_mut(buf, len) };
+        let ss = session(s);
+        match ss.inner.read(b) {
+            Ok(n) => {
+                // SAFETY: non-NULL, writable.
+                unsafe { *out_n = n };
+                mailtls_result::Ok
+            }
+            Err(e) => ss.err(e),
+        }
+    })
+}
+
+/// Writes application data (encrypted when TLS is active). On `MAILTLS_RESULT_OK`,
+/// `*out_n` bytes were taken; output that the transport could not take yet stays
+/// queued (see `mailtls_session_wants_write` and `mailtls_session_flush`).
+#[no_mangle]
+pub extern "C" fn mailtls_session_write(
+    s: *mut mailtls_session,
+    buf: *const u8,
+    len: usize,
+    out_n: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        non_null!(out_n, mailtls_result::NullParameter);
+        // SAFETY: the caller provides `len` readable bytes at `buf`.
+        let data = match unsafe { byte_slice(buf, len) } {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
+        let ss = session(s);
+        match ss.inner.write(data) {
+            Ok(n) => {
+                // SAFETY: non-NULL, writable.
+                unsafe { *out_n = n };
+                mailtls_result::Ok
+            }
+            Err(e) => ss.err(e),
+        }
+    })
+}
+
+/// Writes out queued output. `MAILTLS_RESULT_WOULD_BLOCK` when the transport cannot
+/// take it all yet.
+#[no_mangle]
+pub extern "C" fn mailtls_session_flush(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.flush();
+        ss.done(r)
+    })
+}
+
+/// Sends TLS close_notify when TLS is active, and flushes. The transport stays open
+/// (it is the caller's).
+#[no_mangle]
+pub extern "C" fn mailtls_session_close(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.close();
+        ss.done(r)
+    })
+}
+
+/// Whether the session waits to write (queued output, or the last would-block was a write).
+#[no_mangle]
+pub extern "C" fn mailtls_session_wants_write(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.wants_write()
+    })
+}
+
+/// Whether the last would-block was a read: wait for the transport to be readable.
+#[no_mangle]
+pub extern "C" fn mailtls_session_wants_read(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.wants_read()
+    })
+}
+
+/// Whether TLS is established on the session.
+#[no_mangle]
+pub extern "C" fn mailtls_session_tls_active(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.tls_active()
+    })
+}
+
+/// The full detail of the session's last error, as a NUL-terminated string owned by
+/// the session (valid until the next call on it); "" when nothing failed; NULL for NULL.
+#[no_mangle]
+pub extern "C" fn mailtls_session_last_error(s: *const mailtls_session) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        non_null!(s, std::ptr::null());
+        session_ref(s).last_error.as_ptr()
+    })
+}
+
+/// The session's report so far. The pointer is owned by the session and stays valid,
+/// unchanged, until the session is freed or the next call of this function after the
+/// report changed. NULL for NULL.
+#[no_mangle]
+pub extern "C" fn mailtls_session_report(s: *mut mailtls_session) -> *const mailtls_report {
+    ffi_guard!(std::ptr::null(), {
+        non_null!(s, std::ptr::null());
+        let ss = session(s);
+        let fresh = match &ss.report {
+            Some(r) => !r.is_of(ss.inner.report()),
+            None => true,
+        };
+        if fresh {
+            ss.report = Some(Box::new(mailtls_report::new(ss.inner.report().clone())));
+        }
+        ss.report.as_deref().map_or(std::ptr::null(), |r| r as *const mailtls_report)
+    })
+}
+
+/// Server: whether to advertise STARTTLS now. True only with a usable certificate and
+/// key and before TLS; never after TLS (RFC 3207 section 4.2).
+#[no_mangle]
+pub extern "C" fn mailtls_server_offer_starttls(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.offer_starttls()
+    })
+}
+
+/// Server: checks a received command line before the server acts on it.
+/// `MAILTLS_RESULT_OK`: go ahead. `MAILTLS_RESULT_TLS_REQUIRED` (require-TLS mode,
+/// before TLS), `MAILTLS_RESULT_TLS_ALREADY_ACTIVE` (STARTTLS after TLS) and
+/// `MAILTLS_RESULT_STATE_RESET_REQUIRED` (a command before the new EHLO after TLS):
+/// send `mailtls_server_reply(s, code)` and do not execute the command.
+#[no_mangle]
+pub extern "C" fn mailtls_server_check_command(s: *mut mailtls_session, line: *const u8, len: usize) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        // SAFETY: the caller provides `len` readable bytes.
+        let line = match unsafe { byte_slice(line, len) } {
+            Ok(l) => l,
+            Err(e) => return e,
+        };
+        let ss = session(s);
+        let r = ss.inner.check_command(line);
+        ss.done(r)
+    })
+}
+
+/// Server: the reply line (with CRLF) to send for a refusal code from
+/// `mailtls_server_check_command`, or NULL when the code has none. Static.
+#[no_mangle]
+pub extern "C" fn mailtls_server_reply(s: *const mailtls_session, code: u32) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        non_null!(s, std::ptr::null());
+        use crate::protocol::smtp;
+        let text = match mailtls_result::from_u32(code) {
+            Some(mailtls_result::TlsRequired) => smtp::REPLY_TLS_REQUIRED,
+            Some(mailtls_result::TlsAlreadyActive) => smtp::REPLY_TLS_ACTIVE,
+            Some(mailtls_result::StateResetRequired) => smtp::REPLY_EHLO_FIRST,
+            Some(mailtls_result::TlsUnavailable) => smtp::REPLY_TLS_UNAVAILABLE,
+            _ => return std::ptr::null(),
+        };
+        super::static_cstr(text)
+    })
+}
+
+/// Server: handles a received STARTTLS. `pipelined`/`len` are the bytes that followed
+/// the command line in the server's input buffer (never executed: discarded and
+/// counted, or refused, by config). The library writes the reply itself through the
+/// session's I/O (`220`, or `454` without a usable certificate:
+/// `MAILTLS_RESULT_TLS_UNAVAILABLE`, the session goes on in plaintext; or the refusal
+/// of a second STARTTLS: `MAILTLS_RESULT_TLS_ALREADY_ACTIVE`), then runs the handshake.
+/// On `MAILTLS_RESULT_OK` TLS is active: the server MUST forget its protocol state
+/// (EHLO argument, transaction, authentication) and use `mailtls_session_read` and
+/// `mailtls_session_write` from now on; `mailtls_server_reset_required` stays true
+/// until the client's new EHLO.
+#[no_mangle]
+pub extern "C" fn mailtls_server_starttls(s: *mut mailtls_session, pipelined: *const u8, len: usize) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        // SAFETY: the caller provides `len` readable bytes.
+        let extra = match unsafe { byte_slice(pipelined, len) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let ss = session(s);
+        let r = ss.inner.server_starttls(extra);
+        ss.done(r)
+    })
+}
+
+/// Server: true from a successful STARTTLS until the client's next EHLO/HELO/LHLO
+/// passes `mailtls_server_check_command`: the server must have reset its state.
+#[no_mangle]
+pub extern "C" fn mailtls_server_reset_required(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.reset_required()
+    })
+}

@@ -1,0 +1,178 @@
+//! Client-side TLS configuration: trust anchors, the certificate policy, and the
+//! prebuilt `ClientConfig` each session borrows.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+
+use crate::error::{Code, Error, Result};
+use crate::recovery::Rung;
+
+/// Where trust anchors come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustSource {
+    /// The operating system's store (rustls-native-certs).
+    System,
+    /// A PEM file of CA certificates.
+    CaFile(std::path::PathBuf),
+}
+
+/// Loads trust anchors. An empty store is an error: nothing could ever verify.
+pub fn load_roots(source: &TrustSource) -> Result<RootCertStore> {
+    let mut roots = RootCertStore::empty();
+    match source {
+        TrustSource::System => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let why = found.errors.first().map(|e| e.to_string()).unwrap_or_default();
+                return Err(Error::new(
+                    Code::TrustAnchors,
+                    format!("no usable CA certificate in the system store {why}"),
+                ));
+            }
+        }
+        TrustSource::CaFile(path) => {
+            let certs = read_pem_certs_file(path).map_err(|e| Error::new(Code::TrustAnchors, e.detail))?;
+            let (added, ignored) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(Error::new(
+                    Code::TrustAnchors,
+                    format!("{}: no usable CA certificate ({ignored} ignored)", path.display()),
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// Reads every certificate of a PEM file.
+pub fn read_pem_certs_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let data = std::fs::read(path)
+        .map_err(|e| Error::new(Code::CertificateLoad, format!("{}: {e}", path.display())))?;
+    crate::tls::server::parse_pem_certs(&data)
+        .map_err(|e| Error::new(e.code, format!("{}: {}", path.display(), e.detail)))
+}
+
+/// The client's TLS side, built once per config and shared by every session.
+#[derive(Debug)]
+pub struct ClientTls {
+    /// The verifier that enforces the chain and name (policy verify), or only records (may, encrypt).
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// The prebuilt config of each rung; index = rung number.
+    rungs: Vec<Arc<ClientConfig>>,
+    enforce: bool,
+}
+
+impl ClientTls {
+    /// Builds the client TLS side. With `enforce` the chain and name are checked by
+    /// rustls during the handshake; without it the handshake accepts any certificate
+    /// (signatures are still checked) and [`ClientTls::check_chain`] records the verdict.
+    pub fn new(trust: Option<&TrustSource>, enforce: bool) -> Result<Self> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let webpki = match trust {
+            Some(src) => match load_roots(src) {
+                Ok(roots) => Some(
+                    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                        .build()
+                        .map_err(|e| Error::new(Code::TrustAnchors, e.to_string()))?,
+                ),
+                Err(e) if enforce => return Err(e),
+                Err(_) => None,
+            },
+            None if enforce => {
+                return Err(Error::new(Code::TrustAnchors, "policy verify needs trust anchors"))
+            }
+            None => None,
+        };
+        let verifier: Arc<dyn ServerCertVerifier> = match (&webpki, enforce) {
+            (Some(w), true) => w.clone(),
+            _ => Arc::new(RecordOnly { provider: provider.clone() }),
+        };
+        let mut rungs = Vec::new();
+        for rung in Rung::ALL {
+            let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
+            let mut cfg = ClientConfig::builder_with_provider(rung_provider)
+                .with_protocol_versions(rung.versions())
+                .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone())
+                .with_no_client_auth();
+            rung.adjust(&mut cfg);
+            rungs.push(Arc::new(cfg));
+        }
+        Ok(ClientTls { webpki, rungs, enforce })
+    }
+
+    /// The config for a rung of the ladder.
+    pub fn config(&self, rung: Rung) -> Arc<ClientConfig> {
+        self.rungs[rung as usize].clone()
+    }
+
+    /// Whether the handshake itself enforces chain and name.
+    pub fn enforces(&self) -> bool {
+        self.enforce
+    }
+
+    /// Checks a received chain against the trust anchors and the name, without
+    /// failing the connection: the verdict goes into the report. `None` when no
+    /// trust anchors are loaded.
+    pub fn check_chain(&self, chain: &[CertificateDer<'static>], name: &ServerName<'_>) -> Option<Result<()>> {
+        let w = self.webpki.as_ref()?;
+        let (ee, rest) = chain.split_first()?;
+        Some(
+            w.verify_server_cert(ee, rest, name, &[], UnixTime::now())
+                .map(|_| ())
+                .map_err(|e| crate::tls::map_error(&e, "certificate check")),
+        )
+    }
+}
+
+/// A verifier for the policies that record the certificate but do not enforce it
+/// (RFC 7672 section 8.1 calls this opportunistic TLS): any chain is accepted, the
+/// handshake signatures are still verified so the key exchange is authentic to the
+/// presented key.
+#[derive(Debug)]
+struct RecordOnly {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for RecordOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

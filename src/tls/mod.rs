@@ -1,0 +1,57 @@
+//! rustls glue: client configs (one per ladder rung), server configs, certificate
+//! policies, and the facts about a peer certificate that go into the report.
+
+pub mod certinfo;
+pub mod client;
+pub mod server;
+
+use crate::error::{Code, Error};
+
+/// Maps a rustls error to our code, keeping rustls' own words as the detail.
+pub fn map_error(e: &rustls::Error, during: &str) -> Error {
+    use rustls::CertificateError as C;
+    let code = match e {
+        rustls::Error::InvalidCertificate(ce) => match ce {
+            C::NotValidForName | C::NotValidForNameContext { .. } => Code::CertificateNameMismatch,
+            C::UnknownIssuer | C::UnknownRevocationStatus | C::BadSignature | C::Revoked => {
+                Code::CertificateUntrusted
+            }
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
+                Code::CertificateExpired
+            }
+            _ => Code::CertificateInvalid,
+        },
+        rustls::Error::AlertReceived(_) => Code::TlsAlertReceived,
+        rustls::Error::DecryptError | rustls::Error::InvalidMessage(_) if during == "record" => Code::TlsRecord,
+        _ => Code::TlsHandshake,
+    };
+    Error::new(code, format!("{during}: {e}"))
+}
+
+/// The RFC 8460 (TLS-RPT) result type that fits a failure code, where one does.
+pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
+    Some(match code {
+        Code::StartTlsNotOffered | Code::StartTlsRefusedTemporary | Code::StartTlsRefusedPermanent => {
+            "starttls-not-supported"
+        }
+        Code::CertificateNameMismatch => "certificate-host-mismatch",
+        Code::CertificateUntrusted => "certificate-not-trusted",
+        Code::CertificateExpired => "certificate-expired",
+        Code::StartTlsBadReply
+        | Code::ReplyInjection
+        | Code::TlsHandshake
+        | Code::TlsAlertReceived
+        | Code::CertificateInvalid
+        | Code::DowngradeDetected => "validation-failure",
+        _ => return None,
+    })
+}
+
+/// A printable TLS version name ("TLSv1.3").
+pub fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        other => format!("{other:?}"),
+    }
+}
