@@ -1,0 +1,241 @@
+//! Client and server sessions against each other over a real socketpair, through the
+//! Rust API: the core paths the C suite then exercises through the header.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use mailtls::config::{Config, ConfigBuilder, Policy, Role};
+use mailtls::error::Code;
+use mailtls::protocol::Proto;
+use mailtls::session::report::Outcome;
+use mailtls::session::{Session, Transport};
+
+struct Sock(UnixStream);
+
+impl Transport for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+}
+
+fn server_cfg() -> (Arc<Config>, String) {
+    let (cert, key) = mailtls::tls::server::self_signed(&["localhost".to_string()]).unwrap();
+    let mut b = ConfigBuilder::new(Role::Server);
+    b.certificate_pem(cert.as_bytes(), key.as_bytes());
+    (b.build().unwrap(), cert)
+}
+
+fn client_cfg(policy: Policy, ca_pem: Option<&str>) -> Arc<Config> {
+    let mut b = ConfigBuilder::new(Role::Client);
+    b.policy(policy).helo_name("client.test").step_timeout(Duration::from_secs(5));
+    if let Some(pem) = ca_pem {
+        let path = std::env::temp_dir().join(format!("mailtls-ca-{}-{:?}.pem", std::process::id(), thread::current().id()));
+        std::fs::write(&path, pem).unwrap();
+        b.ca_file(path.to_str().unwrap());
+    }
+    b.build().unwrap()
+}
+
+/// A minimal SMTP server on the library's server API: greeting, EHLO, STARTTLS, EHLO, one line echo, QUIT.
+fn run_server(sock: UnixStream, cfg: Arc<Config>) -> (u64, Vec<String>) {
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut raw = sock.try_clone().unwrap();
+    let mut s = Session::server(cfg, Proto::Smtp, "peer").unwrap();
+    s.set_transport(Box::new(Sock(sock)));
+    raw.write_all(b"220 test ESMTP\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut seen = Vec::new();
+    let mut tmp = [0u8; 1024];
+    loop {
+        // Read one line in plaintext, or through TLS once active.
+        while !buf.contains(&b'\n') {
+            let n = if s.tls_active() {
+                match s.read(&mut tmp) {
+                    Ok(n) => n,
+                    Err(e) if e.code == Code::Closed || e.code == Code::PeerClosed => 0,
+                    Err(e) => panic!("server read: {e}"),
+                }
+            } else {
+                raw.read(&mut tmp).unwrap()
+            };
+            if n == 0 {
+                return (s.report().discarded_after_starttls, seen);
+            }
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        let i = buf.iter().position(|&b| b == b'\n').unwrap();
+        let line: Vec<u8> = buf.drain(..=i).collect();
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        seen.push(text.clone());
+        let reply: Vec<u8> = match s.check_command(&line) {
+            Err(e) => format!("{} refused\r\n", if e.code == Code::TlsRequired { 530 } else { 503 }).into_bytes(),
+            Ok(()) => {
+                let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                match verb.as_str() {
+                    "EHLO" => {
+                        let mut r = String::from("250-test\r\n");
+                        if s.offer_starttls() {
+                            r.push_str("250-STARTTLS\r\n250 PLAINONLY\r\n");
+                        } else {
+                            r.push_str("250 AUTH PLAIN\r\n");
+                        }
+                        r.into_bytes()
+                    }
+                    "STARTTLS" => {
+                        let rest = std::mem::take(&mut buf);
+                        if s.server_starttls(&rest).is_err() {
+                            return (s.report().discarded_after_starttls, seen);
+                        }
+                        continue;
+                    }
+                    "QUIT" => {
+                        let _ = s.write(b"221 bye\r\n");
+                        let _ = s.close();
+                        return (s.report().discarded_after_starttls, seen);
+                    }
+                    _ => b"250 ok\r\n".to_vec(),
+                }
+            }
+        };
+        if s.tls_active() {
+            let mut off = 0;
+            while off < reply.len() {
+                off += s.write(&reply[off..]).unwrap();
+            }
+        } else {
+            raw.write_all(&reply).unwrap();
+        }
+    }
+}
+
+fn smtp_line(c: &mut Session) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    while !out.ends_with(b"\n") {
+        let n = c.read(&mut b).unwrap();
+        out.extend_from_slice(&b[..n]);
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn starttls_end_to_end_under_verify_with_the_server_cert_as_anchor() {
+    let (scfg, cert) = server_cfg();
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || run_server(b, scfg));
+    let mut c = Session::client(client_cfg(Policy::Verify, Some(&cert)), Proto::Smtp, "localhost", 25).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.set_transport(Box::new(Sock(a)));
+    c.negotiate().unwrap();
+    let r = c.report().clone();
+    assert_eq!(r.outcome(), Outcome::Tls);
+    assert_eq!(r.tls_version.as_deref(), Some("TLSv1.3"));
+    assert_eq!(r.group.as_deref(), Some("X25519MLKEM768"));
+    assert_eq!(r.capabilities, vec!["AUTH PLAIN".to_string()], "only the protected capabilities count");
+    assert_eq!(r.cert_verified, Some(true));
+    assert!(r.starttls_offered);
+    c.write(b"NOOP\r\n").unwrap();
+    assert_eq!(smtp_line(&mut c), "250 ok\r\n");
+    c.write(b"QUIT\r\n").unwrap();
+    assert_eq!(smtp_line(&mut c), "221 bye\r\n");
+    let (_, seen) = server.join().unwrap();
+    assert_eq!(seen, ["EHLO client.test", "STARTTLS", "EHLO client.test", "NOOP", "QUIT"]);
+}
+
+#[test]
+fn verify_refuses_a_name_mismatch_and_may_records_it() {
+    let (scfg, cert) = server_cfg();
+    let (a, b) = UnixStream::pair().unwrap();
+    let scfg2 = scfg.clone();
+    let server = thread::spawn(move || run_server(b, scfg2));
+    let mut c = Session::client(client_cfg(Policy::Verify, Some(&cert)), Proto::Smtp, "127.0.0.1", 25).unwrap();
+    c.set_server_name("wrong.example").unwrap();
+    c.set_transport(Box::new(Sock(a)));
+    let e = c.negotiate().unwrap_err();
+    assert_eq!(e.code, Code::CertificateNameMismatch, "{e}");
+    assert_eq!(c.report().outcome(), Outcome::Defer);
+    assert_eq!(c.report().rfc8460, Some("certificate-host-mismatch"));
+    drop(c);
+    let _ = server.join();
+
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || run_server(b, scfg));
+    let mut c = Session::client(client_cfg(Policy::May, Some(&cert)), Proto::Smtp, "wrong.example", 25).unwrap();
+    c.set_transport(Box::new(Sock(a)));
+    c.negotiate().unwrap();
+    assert_eq!(c.report().outcome(), Outcome::Tls);
+    assert_eq!(c.report().cert_verified, Some(false));
+    assert!(c.report().cert_error.as_deref().unwrap_or("").contains("name"), "{:?}", c.report().cert_error);
+    c.write(b"QUIT\r\n").unwrap();
+    smtp_line(&mut c);
+    server.join().unwrap();
+}
+
+#[test]
+fn pipelined_command_after_starttls_is_discarded_not_executed() {
+    let (scfg, _) = server_cfg();
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || run_server(b, scfg));
+    let mut raw = a.try_clone().unwrap();
+    let mut line = [0u8; 256];
+    let _ = raw.read(&mut line).unwrap(); // greeting
+    raw.write_all(b"EHLO evil\r\n").unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let _ = raw.read(&mut line).unwrap();
+    raw.write_all(b"STARTTLS\r\nMAIL FROM:<a@b>\r\n").unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"\r\n") {
+        let n = raw.read(&mut line).unwrap();
+        got.extend_from_slice(&line[..n]);
+    }
+    assert!(got.starts_with(b"220 "), "{:?}", String::from_utf8_lossy(&got));
+    drop(raw);
+    drop(a);
+    let (discarded, seen) = server.join().unwrap();
+    assert_eq!(discarded, "MAIL FROM:<a@b>\r\n".len() as u64);
+    assert!(!seen.iter().any(|l| l.starts_with("MAIL")), "{seen:?}");
+}
+
+#[test]
+fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
+    for (policy, want) in [(Policy::May, Ok(Outcome::Plaintext)), (Policy::Encrypt, Err(Code::StartTlsNotOffered))] {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let peer = thread::spawn(move || {
+            b.write_all(b"220 plain\r\n").unwrap();
+            let mut got = Vec::new();
+            let mut t = [0u8; 256];
+            while !got.ends_with(b"\r\n") {
+                let n = b.read(&mut t).unwrap();
+                got.extend_from_slice(&t[..n]);
+            }
+            b.write_all(b"250-plain\r\n250 SIZE 100\r\n").unwrap();
+            b.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+            let n = b.read(&mut t).unwrap_or(0);
+            String::from_utf8_lossy(&t[..n]).to_string()
+        });
+        let mut c = Session::client(client_cfg(policy, None), Proto::Smtp, "localhost", 25).unwrap();
+        c.set_transport(Box::new(Sock(a)));
+        let r = c.negotiate();
+        match want {
+            Ok(o) => {
+                r.unwrap();
+                assert_eq!(c.report().outcome(), o);
+                assert_eq!(c.report().reason, Some(Code::StartTlsNotOffered));
+                assert_eq!(c.report().capabilities, ["SIZE 100"]);
+                drop(c);
+                assert_eq!(peer.join().unwrap(), "");
+            }
+            Err(code) => {
+                assert_eq!(r.unwrap_err().code, code);
+                assert_eq!(c.report().outcome(), Outcome::Defer);
+                assert_eq!(peer.join().unwrap(), "QUIT\r\n");
+            }
+        }
+    }
+}
