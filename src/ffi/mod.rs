@@ -134,7 +134,7 @@ mod tests {
                 assert_eq!(lines[i - 1].trim(), "#[no_mangle]", "{name}:{}: missing #[no_mangle]", i + 1);
                 assert!(lines[i - 2].trim_start().starts_with("///"), "{name}:{}: export without a doc comment", i + 1);
                 let body: String = lines[i..(i + 8).min(lines.len())].join("\n");
-                let open = body.find('{').expect("function body");
+                let Some(open) = body.find('{') else { panic!("{name}:{}: no function body", i + 1) };
                 let after = body[open + 1..].trim_start();
                 assert!(after.starts_with("ffi_guard!("), "{name}:{}: export body not inside ffi_guard!", i + 1);
             }
