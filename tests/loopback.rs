@@ -239,3 +239,80 @@ fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
         }
     }
 }
+
+/// A transport that says "would block" on every other call and moves one byte at a time.
+struct Stubborn {
+    inner: UnixStream,
+    flip: bool,
+    blocks: usize,
+}
+
+impl Transport for Stubborn {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.flip = !self.flip;
+        if self.flip {
+            self.blocks += 1;
+            return Err(std::io::Error::from_raw_os_error(libc::EAGAIN));
+        }
+        self.inner.read(&mut buf[..1])
+    }
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.flip = !self.flip;
+        if self.flip {
+            self.blocks += 1;
+            return Err(std::io::Error::from_raw_os_error(libc::EWOULDBLOCK));
+        }
+        self.inner.write(&buf[..1])
+    }
+}
+
+#[test]
+fn negotiation_resumes_after_would_block_at_every_step_with_one_byte_io() {
+    let (scfg, cert) = server_cfg();
+    let (a, b) = UnixStream::pair().unwrap();
+    let server = thread::spawn(move || run_server(b, scfg));
+    let mut c = Session::client(client_cfg(Policy::Verify, Some(&cert)), Proto::Smtp, "localhost", 25).unwrap();
+    c.set_transport(Box::new(Stubborn { inner: a, flip: false, blocks: 0 }));
+    let mut would_block = 0;
+    loop {
+        match c.negotiate() {
+            Ok(()) => break,
+            Err(e) if e.code == Code::WouldBlock => {
+                assert!(c.wants_read() || c.wants_write());
+                would_block += 1;
+                assert!(would_block < 100_000, "no progress");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(would_block > 100, "only {would_block} would-blocks");
+    assert_eq!(c.report().outcome(), Outcome::Tls);
+    assert_eq!(c.report().capabilities, ["AUTH PLAIN"]);
+    let msg = b"QUIT\r\n";
+    let mut off = 0;
+    while off < msg.len() {
+        match c.write(&msg[off..]) {
+            Ok(n) => off += n,
+            Err(e) if e.code == Code::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    while c.wants_write() {
+        match c.flush() {
+            Ok(()) => {}
+            Err(e) if e.code == Code::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut got = Vec::new();
+    let mut b = [0u8; 64];
+    while !got.ends_with(b"\r\n") {
+        match c.read(&mut b) {
+            Ok(n) => got.extend_from_slice(&b[..n]),
+            Err(e) if e.code == Code::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, b"221 bye\r\n");
+    server.join().unwrap();
+}

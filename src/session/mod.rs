@@ -301,6 +301,9 @@ impl Session {
                 }
             }
         }
+        if self.blocked == Blocked::Write {
+            self.blocked = Blocked::Nothing;
+        }
         Ok(())
     }
 
@@ -815,7 +818,9 @@ impl Session {
             self.app_in.drain(..n);
             return Ok(n);
         }
-        self.new_step();
+        if matches!(self.stage, Stage::Established | Stage::Plain) {
+            self.new_step();
+        }
         match self.stage {
             Stage::Established => loop {
                 match self.flush_out() {
@@ -847,7 +852,9 @@ impl Session {
     /// Writes application data; returns how much was taken (encrypted and queued, or
     /// written in plaintext). Queued TLS output is flushed as far as the transport allows.
     pub fn write(&mut self, data: &[u8]) -> Result<usize> {
-        self.new_step();
+        if matches!(self.stage, Stage::Established | Stage::Plain | Stage::ServerPlain) {
+            self.new_step();
+        }
         match self.stage {
             Stage::Established => {
                 match self.flush_out() {
