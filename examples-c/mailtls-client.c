@@ -1,0 +1,769 @@
+/*
+ * mailtls-client: negotiates STARTTLS with an SMTP or LMTP server through mailtls and,
+ * with --message, delivers one message over the negotiated session.
+ *
+ *   mailtls-client [--proto smtp|lmtp] [--policy none|may|encrypt|verify]
+ *                  [--servername NAME] [--cafile FILE] [--timeout SECS]
+ *                  [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]
+ *
+ * Exit status (sysexits): 0 done as the policy allows; 75 temporary failure (defer,
+ * connection failure, 4xx reply); 69 permanent failure (fail, 5xx reply); 64 usage;
+ * 66 the message file cannot be read; 78 the TLS configuration cannot be built.
+ *
+ * The program connects the socket itself and hands the descriptor to the library
+ * (mailtls_session_set_fd); after the negotiation every byte of its own SMTP dialogue
+ * goes through mailtls_session_write/_read, encrypted or not as the outcome says.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static const char *const prog = "mailtls-client";
+static int verbose;
+
+#define MAX_REPLY_LINES 128
+#define MAX_REPLY_LINE 4096
+#define MAX_RCPTS 1000
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [--proto smtp|lmtp] [--policy none|may|encrypt|verify]\n"
+            "                      [--servername NAME] [--cafile FILE] [--timeout SECS]\n"
+            "                      [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]\n"
+            "\n"
+            "  --proto       smtp (default, port 25) or lmtp (port 24)\n"
+            "  --policy      TLS policy (default may)\n"
+            "  --servername  reference name for verify and SNI (default HOST)\n"
+            "  --cafile      PEM trust anchors instead of the system store\n"
+            "  --timeout     seconds for the connect and for each step (default 60)\n"
+            "  --from/--to/--message  deliver FILE from ADDR to each --to ADDR\n"
+            "  --json        print the library's report as one JSON line on stdout\n"
+            "  -v            debug logging and the SMTP dialogue on stderr\n"
+            "\n"
+            "exit: 0 ok, 75 temporary failure, 69 permanent failure, 64 usage,\n"
+            "      66 unreadable message, 78 configuration error\n",
+            prog);
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    usage(stderr);
+    exit(EX_USAGE);
+}
+
+/* ---- connecting ---- */
+
+/* Connects to host:port with a timeout per address; returns a blocking fd or -1. */
+static int connect_tcp(const char *host, uint16_t port, unsigned timeout_s, char *err, size_t errcap)
+{
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)port);
+    struct addrinfo hints;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    struct addrinfo *res = NULL;
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g != 0) {
+        snprintf(err, errcap, "%s: %s", host, gai_strerror(g));
+        return -1;
+    }
+    int fd = -1;
+    snprintf(err, errcap, "%s: no address", host);
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char addr[NI_MAXHOST] = "?";
+        getnameinfo(ai->ai_addr, ai->ai_addrlen, addr, sizeof addr, NULL, 0, NI_NUMERICHOST);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol);
+        if (fd < 0) {
+            snprintf(err, errcap, "socket: %s", strerror(errno));
+            continue;
+        }
+        int e = 0;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+            e = errno;
+            if (e == EINPROGRESS) {
+                struct pollfd p = {.fd = fd, .events = POLLOUT};
+                int r;
+                do
+                    r = poll(&p, 1, (int)(timeout_s * 1000u));
+                while (r < 0 && errno == EINTR);
+                if (r == 0) {
+                    e = ETIMEDOUT;
+                } else if (r < 0) {
+                    e = errno;
+                } else {
+                    socklen_t sl = sizeof e;
+                    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &sl) < 0)
+                        e = errno;
+                }
+            }
+        }
+        if (e == 0) {
+            int fl = fcntl(fd, F_GETFL);
+            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
+                break;
+            e = errno;
+        }
+        snprintf(err, errcap, "connect to %s port %u: %s", addr, (unsigned)port, strerror(e));
+        if (verbose)
+            fprintf(stderr, "%s: %s\n", prog, err);
+        close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(res);
+    return fd;
+}
+
+/* ---- the SMTP dialogue after negotiation ---- */
+
+struct client {
+    mailtls_session *s;
+    struct linereader lr;
+    uint32_t last_rc;     /* the last library result of a read or write */
+    char err[512];        /* why the dialogue broke */
+};
+
+static int fill_session(void *ud, uint8_t *buf, size_t cap, size_t *got)
+{
+    struct client *c = ud;
+    uint32_t rc = mailtls_session_read(c->s, buf, cap, got);
+    c->last_rc = rc;
+    if (rc == MAILTLS_RESULT_OK)
+        return LR_LINE;
+    const char *le = mailtls_session_last_error(c->s);
+    snprintf(c->err, sizeof c->err, "read: %s (%s)", le && *le ? le : mailtls_result_str(rc),
+             mailtls_result_name(rc));
+    if (rc == MAILTLS_RESULT_CLOSED || rc == MAILTLS_RESULT_PEER_CLOSED)
+        return LR_EOF;
+    if (rc == MAILTLS_RESULT_TIMEOUT)
+        return LR_TIMEOUT;
+    return LR_ERROR;
+}
+
+static int send_all(struct client *c, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        size_t n = 0;
+        uint32_t rc = mailtls_session_write(c->s, p, len, &n);
+        c->last_rc = rc;
+        if (rc != MAILTLS_RESULT_OK) {
+            const char *le = mailtls_session_last_error(c->s);
+            snprintf(c->err, sizeof c->err, "write: %s (%s)", le && *le ? le : mailtls_result_str(rc),
+                     mailtls_result_name(rc));
+            return -1;
+        }
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vsend_cmd(struct client *c, const char *fmt, va_list ap)
+{
+    char line[1024];
+    int n = vsnprintf(line, sizeof line - 2, fmt, ap);
+    if (n < 0 || (size_t)n >= sizeof line - 2) {
+        snprintf(c->err, sizeof c->err, "command too long");
+        return -1;
+    }
+    if (verbose)
+        fprintf(stderr, "%s: C: %s\n", prog, line);
+    memcpy(line + n, "\r\n", 2);
+    return send_all(c, line, (size_t)n + 2);
+}
+
+/*
+ * Reads one (possibly multi-line) reply: "NNN-text" continues, "NNN text" or "NNN"
+ * ends it, every line carries the same code. `text` gets the lines' text joined
+ * with " / " (truncated). Returns 0 with *code set, or -1 with c->err set.
+ */
+static int read_reply(struct client *c, int *code, char *text, size_t textcap)
+{
+    char line[MAX_REPLY_LINE];
+    size_t tl = 0;
+    text[0] = '\0';
+    *code = 0;
+    for (int nlines = 1;; nlines++) {
+        size_t len;
+        bool crlf;
+        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
+        if (st == LR_TOOLONG) {
+            snprintf(c->err, sizeof c->err, "reply line longer than %d bytes", MAX_REPLY_LINE);
+            return -1;
+        }
+        if (st == LR_EOF) {
+            if (c->last_rc == MAILTLS_RESULT_OK)
+                snprintf(c->err, sizeof c->err, "the server closed the connection");
+            return -1;
+        }
+        if (st != LR_LINE)
+            return -1; /* err set by fill_session */
+        if (verbose)
+            fprintf(stderr, "%s: S: %.*s\n", prog, (int)len, line);
+        if (len < 3 || line[0] < '2' || line[0] > '5' || line[1] < '0' || line[1] > '9' || line[2] < '0' ||
+            line[2] > '9' || (len > 3 && line[3] != ' ' && line[3] != '-')) {
+            snprintf(c->err, sizeof c->err, "not an SMTP reply: \"%.100s\"", line);
+            return -1;
+        }
+        int lc = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
+        if (*code && lc != *code) {
+            snprintf(c->err, sizeof c->err, "reply code changed from %d to %d inside a reply", *code, lc);
+            return -1;
+        }
+        *code = lc;
+        const char *t = len > 4 ? line + 4 : "";
+        for (const char *q = t; *q && tl + 4 < textcap; q++) { /* printable text only */
+            if (q == t && tl > 0) {
+                memcpy(text + tl, " / ", 3);
+                tl += 3;
+            }
+            text[tl++] = (*q >= ' ' && *q < 0x7f) ? *q : '?';
+        }
+        text[tl] = '\0';
+        if (len == 3 || line[3] == ' ')
+            return 0;
+        if (nlines >= MAX_REPLY_LINES) {
+            snprintf(c->err, sizeof c->err, "reply longer than %d lines", MAX_REPLY_LINES);
+            return -1;
+        }
+    }
+}
+
+/* The exit status for a refusing reply code. */
+static int exit_for_code(int code)
+{
+    return code >= 500 ? EX_UNAVAILABLE : EX_TEMPFAIL;
+}
+
+/* Sends a command and reads its reply; *code 0 when the dialogue broke. */
+static int command(struct client *c, int *code, char *text, size_t textcap, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int command(struct client *c, int *code, char *text, size_t textcap, const char *fmt, ...)
+{
+    *code = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsend_cmd(c, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return -1;
+    return read_reply(c, code, text, textcap);
+}
+
+/* Ends a refused transaction politely; errors no longer matter (a 421 closes anyway). */
+static void polite_quit(struct client *c)
+{
+    char text[256];
+    int code;
+    if (command(c, &code, text, sizeof text, "QUIT") < 0 && verbose)
+        fprintf(stderr, "%s: QUIT: %s\n", prog, c->err);
+}
+
+/* Whether the report lists capability `kw` (keyword compare, case-insensitive). */
+static bool has_capability(const mailtls_report *rep, const char *kw)
+{
+    size_t kl = strlen(kw);
+    size_t n = mailtls_report_capability_count(rep);
+    for (size_t i = 0; i < n; i++) {
+        const char *cap = mailtls_report_capability(rep, i);
+        if (cap && strncasecmp(cap, kw, kl) == 0 && (cap[kl] == '\0' || cap[kl] == ' '))
+            return true;
+    }
+    return false;
+}
+
+/*
+ * The message as it goes on the wire: every line ending (CRLF, bare LF, bare CR)
+ * becomes CRLF, lines starting with '.' get another '.', a last line without an end
+ * gets one, and ".\r\n" ends it.
+ */
+static int prepare_message(const uint8_t *in, size_t n, struct sbuf *out, bool *eightbit)
+{
+    bool bol = true;
+    *eightbit = false;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = in[i];
+        if (bol && ch == '.' && sb_append(out, ".", 1) < 0)
+            return -1;
+        bol = false;
+        if (ch == '\r' || ch == '\n') {
+            if (ch == '\r' && i + 1 < n && in[i + 1] == '\n')
+                i++;
+            if (sb_append(out, "\r\n", 2) < 0)
+                return -1;
+            bol = true;
+            continue;
+        }
+        if (ch >= 0x80)
+            *eightbit = true;
+        if (sb_append(out, &ch, 1) < 0)
+            return -1;
+    }
+    if (!bol && sb_append(out, "\r\n", 2) < 0)
+        return -1;
+    return sb_append(out, ".\r\n", 3);
+}
+
+static int read_file(const char *path, struct sbuf *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+        if (sb_append(out, buf, n) < 0) {
+            fclose(f);
+            errno = ENOMEM;
+            return -1;
+        }
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
+/* An envelope address: printable ASCII, no spaces, no angle brackets. */
+static bool valid_address(const char *a, bool allow_empty)
+{
+    if (!*a)
+        return allow_empty;
+    if (strlen(a) > 254)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)a; *p; p++)
+        if (*p <= ' ' || *p >= 0x7f || *p == '<' || *p == '>')
+            return false;
+    return true;
+}
+
+struct delivery {
+    const char *from;
+    const char **to;
+    size_t nto;
+    const struct sbuf *wire;   /* the prepared message, ending in ".\r\n" */
+    bool eightbit;
+    uint32_t proto;
+};
+
+/*
+ * Runs MAIL, RCPT..., DATA, the message and QUIT. Returns the exit status: 0 when
+ * every recipient got the message; 75 when the dialogue broke or any recipient was
+ * deferred (4xx); otherwise 69 (5xx).
+ */
+static int deliver(struct client *c, const mailtls_report *rep, const struct delivery *d)
+{
+    char text[1024];
+    int code;
+    int worst = 0; /* 0, EX_UNAVAILABLE or EX_TEMPFAIL (which wins) */
+    char params[128] = "";
+    size_t plen = 0;
+    if (has_capability(rep, "SIZE"))
+        plen += (size_t)snprintf(params + plen, sizeof params - plen, " SIZE=%zu", d->wire->len);
+    if (d->eightbit) {
+        if (has_capability(rep, "8BITMIME"))
+            snprintf(params + plen, sizeof params - plen, " BODY=8BITMIME");
+        else
+            fprintf(stderr, "%s: warning: 8-bit message but the server does not offer 8BITMIME\n", prog);
+    }
+
+    if (command(c, &code, text, sizeof text, "MAIL FROM:<%s>%s", d->from, params) < 0)
+        goto broken;
+    if (code / 100 != 2) {
+        fprintf(stderr, "%s: MAIL FROM:<%s> refused: %d %s\n", prog, d->from, code, text);
+        polite_quit(c);
+        return exit_for_code(code);
+    }
+
+    bool *accepted = calloc(d->nto, sizeof *accepted);
+    if (!accepted) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        return EX_TEMPFAIL;
+    }
+    size_t naccepted = 0;
+    for (size_t i = 0; i < d->nto; i++) {
+        if (command(c, &code, text, sizeof text, "RCPT TO:<%s>", d->to[i]) < 0)
+            goto broken_free;
+        if (code / 100 == 2) {
+            accepted[i] = true;
+            naccepted++;
+        } else {
+            fprintf(stderr, "%s: recipient <%s> refused: %d %s\n", prog, d->to[i], code, text);
+            if (exit_for_code(code) == EX_TEMPFAIL || worst == 0)
+                worst = exit_for_code(code);
+        }
+    }
+    if (naccepted == 0) {
+        fprintf(stderr, "%s: no recipient accepted\n", prog);
+        polite_quit(c);
+        free(accepted);
+        return worst ? worst : EX_UNAVAILABLE;
+    }
+
+    if (command(c, &code, text, sizeof text, "DATA") < 0)
+        goto broken_free;
+    if (code != 354) {
+        fprintf(stderr, "%s: DATA refused: %d %s\n", prog, code, text);
+        polite_quit(c);
+        free(accepted);
+        return code / 100 == 4 || code / 100 == 5 ? exit_for_code(code) : EX_TEMPFAIL;
+    }
+    if (verbose)
+        fprintf(stderr, "%s: C: (%zu bytes of message and the final dot)\n", prog, d->wire->len);
+    if (send_all(c, d->wire->p, d->wire->len) < 0)
+        goto broken_free;
+
+    /* SMTP: one reply for the message. LMTP: one per accepted recipient, in order. */
+    size_t nreplies = d->proto == MAILTLS_PROTO_LMTP ? naccepted : 1;
+    for (size_t i = 0, k = 0; k < nreplies; i++) {
+        if (d->proto == MAILTLS_PROTO_LMTP && !accepted[i])
+            continue;
+        k++;
+        if (read_reply(c, &code, text, sizeof text) < 0)
+            goto broken_free;
+        const char *who = d->proto == MAILTLS_PROTO_LMTP ? d->to[i] : NULL;
+        if (code / 100 == 2) {
+            fprintf(stderr, "%s: delivered%s%s%s: %d %s\n", prog, who ? " to <" : "", who ? who : "",
+                    who ? ">" : "", code, text);
+        } else {
+            fprintf(stderr, "%s: message refused%s%s%s: %d %s\n", prog, who ? " for <" : "", who ? who : "",
+                    who ? ">" : "", code, text);
+            if (exit_for_code(code) == EX_TEMPFAIL || worst == 0)
+                worst = exit_for_code(code);
+        }
+    }
+    free(accepted);
+
+    if (command(c, &code, text, sizeof text, "QUIT") < 0)
+        fprintf(stderr, "%s: warning: QUIT: %s\n", prog, c->err);
+    else if (code != 221)
+        fprintf(stderr, "%s: warning: QUIT answered %d %s\n", prog, code, text);
+    return worst;
+
+broken_free:
+    free(accepted);
+broken:
+    fprintf(stderr, "%s: dialogue failed: %s\n", prog, c->err);
+    if (c->last_rc != MAILTLS_RESULT_OK) {
+        const char *le = mailtls_session_last_error(c->s);
+        if (le && *le)
+            fprintf(stderr, "%s: library error: %s\n", prog, le);
+    }
+    return EX_TEMPFAIL;
+}
+
+/* Without a message: QUIT, its 221. Returns 0, or 75 when the dialogue broke. */
+static int just_quit(struct client *c)
+{
+    char text[512];
+    int code;
+    if (command(c, &code, text, sizeof text, "QUIT") < 0) {
+        fprintf(stderr, "%s: QUIT failed: %s\n", prog, c->err);
+        return EX_TEMPFAIL;
+    }
+    if (code != 221)
+        fprintf(stderr, "%s: warning: QUIT answered %d %s\n", prog, code, text);
+    return 0;
+}
+
+/* ---- report ---- */
+
+static void print_summary(const mailtls_report *rep)
+{
+    uint32_t outcome = mailtls_report_outcome(rep);
+    uint32_t reason = mailtls_report_reason(rep);
+    const char *detail = mailtls_report_detail(rep);
+    fprintf(stderr, "%s: outcome: %s (reason %s: %s)\n", prog, mailtls_outcome_name(outcome),
+            mailtls_result_name(reason), mailtls_result_str(reason));
+    if (detail && *detail)
+        fprintf(stderr, "  detail:       %s\n", detail);
+    const char *r8460 = mailtls_report_rfc8460_result_type(rep);
+    if (r8460)
+        fprintf(stderr, "  rfc8460:      %s\n", r8460);
+    fprintf(stderr, "  starttls:     %s\n", mailtls_report_starttls_offered(rep) ? "offered" : "not offered");
+    const char *ver = mailtls_report_tls_version(rep);
+    if (ver)
+        fprintf(stderr, "  tls:          %s %s %s%s\n", ver, mailtls_report_cipher(rep) ? mailtls_report_cipher(rep) : "?",
+                mailtls_report_group(rep) ? mailtls_report_group(rep) : "?",
+                mailtls_report_resumed(rep) ? " (resumed)" : "");
+    else
+        fprintf(stderr, "  tls:          none\n");
+    const char *subj = mailtls_report_peer_cert_subject(rep);
+    if (subj) {
+        fprintf(stderr, "  cert subject: %s\n", subj);
+        size_t nn = mailtls_report_peer_cert_name_count(rep);
+        fprintf(stderr, "  cert names:  ");
+        for (size_t i = 0; i < nn; i++)
+            fprintf(stderr, " %s", mailtls_report_peer_cert_name(rep, i));
+        fprintf(stderr, "%s\n", nn ? "" : " (none)");
+        const char *sha = mailtls_report_peer_cert_sha256(rep);
+        fprintf(stderr, "  cert sha256:  %s\n", sha ? sha : "?");
+        int32_t v = mailtls_report_peer_cert_verified(rep);
+        const char *verr = mailtls_report_peer_cert_error(rep);
+        fprintf(stderr, "  cert verified: %s%s%s%s\n", v == 1 ? "yes" : v == 0 ? "no" : "not checked",
+                verr ? " (" : "", verr ? verr : "", verr ? ")" : "");
+    }
+    size_t nc = mailtls_report_capability_count(rep);
+    fprintf(stderr, "  capabilities:");
+    for (size_t i = 0; i < nc; i++)
+        fprintf(stderr, "%s%s", i ? ", " : " ", mailtls_report_capability(rep, i));
+    fprintf(stderr, "%s\n", nc ? "" : " (none)");
+    fprintf(stderr, "  attempts:     %zu\n", mailtls_report_attempt_count(rep));
+}
+
+/* A report-shaped JSON line for a failure before any session could negotiate. */
+static void print_local_json(uint32_t reason, const char *detail)
+{
+    struct sbuf j = {0};
+    sb_printf(&j, "{\"outcome\":\"defer\",\"reason\":\"%s\",\"reason_code\":%u,\"detail\":",
+              mailtls_result_name(reason), reason);
+    sb_json_str(&j, detail);
+    sb_puts(&j, "}");
+    if (j.p)
+        printf("%s\n", j.p);
+    sb_free(&j);
+}
+
+/* ---- main ---- */
+
+int main(int argc, char **argv)
+{
+    uint32_t proto = MAILTLS_PROTO_SMTP;
+    uint32_t policy = MAILTLS_POLICY_MAY;
+    const char *servername = NULL, *cafile = NULL, *from = NULL, *message = NULL;
+    static const char *to[MAX_RCPTS];
+    size_t nto = 0;
+    unsigned long timeout = 60;
+    bool json = false;
+
+    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON };
+    static const struct option longopts[] = {
+        {"proto", required_argument, NULL, O_PROTO},
+        {"policy", required_argument, NULL, O_POLICY},
+        {"servername", required_argument, NULL, O_SERVERNAME},
+        {"cafile", required_argument, NULL, O_CAFILE},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"from", required_argument, NULL, O_FROM},
+        {"to", required_argument, NULL, O_TO},
+        {"message", required_argument, NULL, O_MESSAGE},
+        {"json", no_argument, NULL, O_JSON},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    signal(SIGPIPE, SIG_IGN);
+    int opt;
+    while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+        switch (opt) {
+        case O_PROTO:
+            if (strcmp(optarg, "smtp") == 0)
+                proto = MAILTLS_PROTO_SMTP;
+            else if (strcmp(optarg, "lmtp") == 0)
+                proto = MAILTLS_PROTO_LMTP;
+            else
+                die_usage("--proto: smtp or lmtp, not \"%s\"", optarg);
+            break;
+        case O_POLICY:
+            if (strcmp(optarg, "none") == 0)
+                policy = MAILTLS_POLICY_NONE;
+            else if (strcmp(optarg, "may") == 0)
+                policy = MAILTLS_POLICY_MAY;
+            else if (strcmp(optarg, "encrypt") == 0)
+                policy = MAILTLS_POLICY_ENCRYPT;
+            else if (strcmp(optarg, "verify") == 0)
+                policy = MAILTLS_POLICY_VERIFY;
+            else
+                die_usage("--policy: none, may, encrypt or verify, not \"%s\"", optarg);
+            break;
+        case O_SERVERNAME: servername = optarg; break;
+        case O_CAFILE: cafile = optarg; break;
+        case O_TIMEOUT: {
+            char *end;
+            errno = 0;
+            timeout = strtoul(optarg, &end, 10);
+            if (errno || *end || end == optarg || timeout == 0 || timeout > 86400)
+                die_usage("--timeout: seconds, 1..86400, not \"%s\"", optarg);
+            break;
+        }
+        case O_FROM: from = optarg; break;
+        case O_TO:
+            if (nto >= MAX_RCPTS)
+                die_usage("too many --to (at most %d)", MAX_RCPTS);
+            to[nto++] = optarg;
+            break;
+        case O_MESSAGE: message = optarg; break;
+        case O_JSON: json = true; break;
+        case 'v': verbose = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return EX_USAGE;
+        }
+    }
+    if (optind != argc - 1)
+        die_usage(optind >= argc ? "HOST[:PORT] is required" : "one HOST[:PORT] only");
+    if ((from || nto || message) && !(from && nto && message))
+        die_usage("--from, --to and --message go together");
+    if (from && !valid_address(from, true))
+        die_usage("--from: not a usable address: \"%s\"", from);
+    for (size_t i = 0; i < nto; i++)
+        if (!valid_address(to[i], false))
+            die_usage("--to: not a usable address: \"%s\"", to[i]);
+
+    char host[256];
+    uint16_t port;
+    char err[512];
+    if (split_hostport(argv[optind], host, sizeof host, proto == MAILTLS_PROTO_LMTP ? 24 : 25, &port, err,
+                       sizeof err) < 0 ||
+        port == 0)
+        die_usage("%s", port == 0 ? "port 0" : err);
+
+    /* The message first: a local problem must not cost a connection. */
+    static struct sbuf raw, wire; /* file scope lifetime: no leak on any exit path */
+    bool eightbit = false;
+    if (message) {
+        if (read_file(message, &raw) < 0) {
+            fprintf(stderr, "%s: %s: %s\n", prog, message, strerror(errno));
+            return EX_NOINPUT;
+        }
+        if (prepare_message((const uint8_t *)raw.p, raw.len, &wire, &eightbit) < 0) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            return EX_OSERR;
+        }
+        sb_free(&raw);
+    }
+
+    /* The config. */
+    mailtls_config_builder *b = NULL;
+    const mailtls_config *cfg = NULL;
+    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_CLIENT, &b);
+    if (rc != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: mailtls_config_builder_new: %s\n", prog, mailtls_result_str(rc));
+        return EX_SOFTWARE;
+    }
+    const char *step = "set_policy";
+    rc = mailtls_config_builder_set_policy(b, policy);
+    if (rc == MAILTLS_RESULT_OK) {
+        step = "set_timeout_ms";
+        rc = mailtls_config_builder_set_timeout_ms(b, (uint32_t)(timeout * 1000u));
+    }
+    if (rc == MAILTLS_RESULT_OK && cafile) {
+        step = "set_ca_file";
+        rc = mailtls_config_builder_set_ca_file(b, cafile);
+    }
+    if (rc == MAILTLS_RESULT_OK) {
+        step = "set_log";
+        rc = mailtls_config_builder_set_log(b, ex_log_cb, (void *)prog,
+                                            verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO);
+    }
+    if (rc == MAILTLS_RESULT_OK) {
+        step = "build";
+        rc = mailtls_config_builder_build(b, &cfg);
+    }
+    if (rc != MAILTLS_RESULT_OK) {
+        char detail[512] = "";
+        mailtls_config_builder_last_error(b, detail, sizeof detail);
+        fprintf(stderr, "%s: configuration (%s): %s [%s]%s%s\n", prog, step, mailtls_result_str(rc),
+                mailtls_result_name(rc), *detail ? ": " : "", detail);
+        mailtls_config_builder_free(b);
+        return rc == MAILTLS_RESULT_INVALID_PARAMETER ? EX_USAGE : EX_CONFIG;
+    }
+    mailtls_config_builder_free(b);
+
+    mailtls_session *s = NULL;
+    rc = mailtls_client_new(cfg, proto, host, port, &s);
+    if (rc != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: mailtls_client_new(%s): %s [%s]\n", prog, host, mailtls_result_str(rc),
+                mailtls_result_name(rc));
+        mailtls_config_free(cfg);
+        return rc == MAILTLS_RESULT_INVALID_PARAMETER ? EX_USAGE : EX_SOFTWARE;
+    }
+    if (servername && (rc = mailtls_session_set_server_name(s, servername)) != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: --servername %s: %s\n", prog, servername, mailtls_session_last_error(s));
+        mailtls_session_free(s);
+        mailtls_config_free(cfg);
+        return EX_USAGE;
+    }
+
+    int status;
+    int fd = connect_tcp(host, port, (unsigned)timeout, err, sizeof err);
+    if (fd < 0) {
+        fprintf(stderr, "%s: %s\n", prog, err);
+        if (json)
+            print_local_json(MAILTLS_RESULT_CONNECT, err);
+        mailtls_session_free(s);
+        mailtls_config_free(cfg);
+        sb_free(&wire);
+        return EX_TEMPFAIL;
+    }
+
+    rc = mailtls_session_set_fd(s, fd);
+    if (rc == MAILTLS_RESULT_OK)
+        rc = mailtls_client_negotiate(s);
+    const mailtls_report *rep = mailtls_session_report(s);
+    if (rc != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: negotiation failed: %s\n", prog, mailtls_session_last_error(s));
+        print_summary(rep);
+        uint32_t outcome = mailtls_report_outcome(rep);
+        status = outcome == MAILTLS_OUTCOME_FAIL ? EX_UNAVAILABLE : EX_TEMPFAIL;
+    } else {
+        print_summary(rep);
+        struct client *c = calloc(1, sizeof *c);
+        if (!c) {
+            fprintf(stderr, "%s: out of memory\n", prog);
+            status = EX_OSERR;
+        } else {
+            c->s = s;
+            lr_init(&c->lr, fill_session, c);
+            if (message) {
+                struct delivery d = {.from = from, .to = to, .nto = nto, .wire = &wire, .eightbit = eightbit,
+                                     .proto = proto};
+                status = deliver(c, rep, &d);
+            } else {
+                status = just_quit(c);
+            }
+            free(c);
+        }
+        rc = mailtls_session_close(s);
+        if (rc != MAILTLS_RESULT_OK && verbose)
+            fprintf(stderr, "%s: close: %s\n", prog, mailtls_session_last_error(s));
+    }
+    close(fd);
+
+    if (json) {
+        rep = mailtls_session_report(s);
+        const char *j = mailtls_report_json(rep);
+        printf("%s\n", j ? j : "null");
+    }
+    fprintf(stderr, "%s: exit %d\n", prog, status);
+    mailtls_session_free(s);
+    mailtls_config_free(cfg);
+    sb_free(&wire);
+    return status;
+}

@@ -1,0 +1,1157 @@
+/*
+ * mailtls-server: a small SMTP/LMTP server that offers STARTTLS through mailtls and
+ * delivers into a maildir. One process per connection (fork).
+ *
+ *   mailtls-server [--proto smtp|lmtp] [--listen ADDR:PORT] [--cert FILE --key FILE]
+ *                  [--no-tls] [--require-tls] [--maildir DIR] [--json-log] [--once]
+ *                  [--hostname NAME] [--write-cert FILE] [--timeout SECS]
+ *                  [--max-size BYTES] [-v]
+ *
+ * It prints {"listening":"ADDR:PORT"} (the real port) as its first stdout line and,
+ * with --json-log, one JSON line per connection. Human logs go to stderr.
+ *
+ * The server keeps its own command loop and line reader and calls the library at
+ * three points: mailtls_server_offer_starttls() for the EHLO reply,
+ * mailtls_server_check_command() before every command, mailtls_server_starttls() for
+ * STARTTLS. Before TLS it reads the socket itself; after TLS every byte goes through
+ * mailtls_session_read/_write. Writes always go through mailtls_session_write.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <sysexits.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common.h"
+
+static const char *const prog = "mailtls-server";
+
+#define CMD_LINE_MAX 1000     /* RFC 5321 4.5.3.1.4: 512; we accept up to 1000 with CRLF */
+#define DATA_LINE_MAX 65536   /* longer than RFC 5321's 1000, refused beyond this */
+#define MAX_RCPTS 100
+#define MAX_ERRORS 20
+
+struct options {
+    uint32_t proto;
+    const char *listen;
+    const char *cert, *key;
+    bool no_tls, require_tls, json_log, once, verbose;
+    const char *maildir;
+    const char *write_cert;
+    const char *hostname;
+    unsigned timeout;     /* idle timeout, seconds */
+    size_t max_size;
+};
+
+static struct options opt = {
+    .proto = MAILTLS_PROTO_SMTP,
+    .listen = "127.0.0.1:2525",
+    .timeout = 300,
+    .max_size = 10 * 1024 * 1024,
+};
+static char hostname[256];
+static const mailtls_config *cfg;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: %s [--proto smtp|lmtp] [--listen ADDR:PORT] [--cert FILE --key FILE]\n"
+            "                      [--no-tls] [--require-tls] [--maildir DIR] [--json-log] [--once]\n"
+            "                      [--hostname NAME] [--write-cert FILE] [--timeout SECS]\n"
+            "                      [--max-size BYTES] [-v]\n"
+            "\n"
+            "  --listen      address to listen on (default 127.0.0.1:2525; port 0: any)\n"
+            "  --cert/--key  PEM certificate chain and key (default: a generated self-signed one)\n"
+            "  --no-tls      never offer STARTTLS (454 if a client sends it anyway)\n"
+            "  --require-tls refuse mail before STARTTLS (530)\n"
+            "  --maildir     deliver into DIR/new (default: accept and discard)\n"
+            "  --json-log    one JSON line per connection on stdout\n"
+            "  --once        exit after the first connection\n"
+            "  --hostname    name in the greeting and the generated certificate (default: host name)\n"
+            "  --write-cert  write the generated certificate's PEM to FILE (a client's --cafile)\n"
+            "  --timeout     idle timeout in seconds (default 300)\n"
+            "  --max-size    largest message in bytes (default 10485760)\n",
+            prog);
+}
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die_usage(const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    usage(stderr);
+    exit(EX_USAGE);
+}
+
+static void logmsg(const char *peer, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logmsg(const char *peer, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (peer)
+        fprintf(stderr, "%s[%d]: %s: %s\n", prog, (int)getpid(), peer, buf);
+    else
+        fprintf(stderr, "%s[%d]: %s\n", prog, (int)getpid(), buf);
+}
+
+/* ---- one connection ---- */
+
+struct txn {
+    bool active;
+    char *from;
+    char *rcpt[MAX_RCPTS];
+    size_t nrcpt;
+};
+
+enum end_reason { END_QUIT, END_EOF, END_TIMEOUT, END_ERROR, END_TOO_MANY_ERRORS, END_TLS_FAILED };
+static const char *const end_names[] = {"quit", "eof", "timeout", "error", "too-many-errors", "tls-failed"};
+
+struct conn {
+    int fd;
+    mailtls_session *s;
+    const char *peer;    /* "ip:port" */
+    char ip[64];
+    bool tls;
+    bool have_helo, esmtp;
+    char helo[256];
+    struct txn t;
+    struct linereader lr;
+    unsigned messages;
+    unsigned errors;
+    struct sbuf out;     /* replies not written yet (flushed before every blocking read) */
+    bool dead;           /* the transport failed: no more replies */
+    char err[512];
+    uint64_t discarded;  /* bytes we dropped after STARTTLS when the library did not count them */
+};
+
+static void flush(struct conn *c);
+
+/* The reader's sources: called only when every buffered line was handled, so this
+ * is where queued replies go out (one write for a whole pipelined batch). */
+static int fill_plain(void *ud, uint8_t *buf, size_t cap, size_t *got)
+{
+    struct conn *c = ud;
+    flush(c);
+    if (c->dead)
+        return LR_ERROR;
+    struct pollfd p = {.fd = c->fd, .events = POLLIN};
+    int r;
+    do
+        r = poll(&p, 1, (int)(opt.timeout * 1000u));
+    while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return LR_TIMEOUT;
+    if (r < 0) {
+        snprintf(c->err, sizeof c->err, "poll: %s", strerror(errno));
+        return LR_ERROR;
+    }
+    ssize_t n;
+    do
+        n = read(c->fd, buf, cap);
+    while (n < 0 && errno == EINTR);
+    if (n == 0)
+        return LR_EOF;
+    if (n < 0) {
+        snprintf(c->err, sizeof c->err, "read: %s", strerror(errno));
+        return errno == ECONNRESET ? LR_EOF : LR_ERROR;
+    }
+    *got = (size_t)n;
+    return LR_LINE;
+}
+
+static int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
+{
+    struct conn *c = ud;
+    flush(c);
+    if (c->dead)
+        return LR_ERROR;
+    uint32_t rc = mailtls_session_read(c->s, buf, cap, got);
+    if (rc == MAILTLS_RESULT_OK)
+        return LR_LINE;
+    snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
+    if (rc == MAILTLS_RESULT_CLOSED || rc == MAILTLS_RESULT_PEER_CLOSED)
+        return LR_EOF;
+    if (rc == MAILTLS_RESULT_TIMEOUT)
+        return LR_TIMEOUT;
+    return LR_ERROR;
+}
+
+/* Writes out the queued replies through the session (plaintext or TLS). */
+static void flush(struct conn *c)
+{
+    const uint8_t *p = (const uint8_t *)c->out.p;
+    size_t left = c->out.len;
+    while (!c->dead && left > 0) {
+        size_t w = 0;
+        uint32_t rc = mailtls_session_write(c->s, p, left, &w);
+        if (rc != MAILTLS_RESULT_OK) {
+            snprintf(c->err, sizeof c->err, "write: %s [%s]", mailtls_session_last_error(c->s),
+                     mailtls_result_name(rc));
+            c->dead = true;
+            break;
+        }
+        p += w;
+        left -= w;
+    }
+    c->out.len = 0;
+}
+
+/* Queues one reply line (CRLF added). */
+static void reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(struct conn *c, const char *fmt, ...)
+{
+    if (c->dead)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof buf - 3)
+        n = (int)sizeof buf - 3;
+    if (opt.verbose)
+        logmsg(c->peer, "S: %.*s", n, buf);
+    memcpy(buf + n, "\r\n", 2);
+    if (sb_append(&c->out, buf, (size_t)n + 2) < 0) {
+        snprintf(c->err, sizeof c->err, "out of memory");
+        c->dead = true;
+    }
+}
+
+/* Sends a ready-made reply line (with CRLF) from the library. */
+static void reply_raw(struct conn *c, const char *line)
+{
+    size_t n = strlen(line);
+    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
+        n--;
+    reply(c, "%.*s", (int)n, line);
+}
+
+static void txn_reset(struct txn *t)
+{
+    free(t->from);
+    for (size_t i = 0; i < t->nrcpt; i++)
+        free(t->rcpt[i]);
+    memset(t, 0, sizeof *t);
+}
+
+/*
+ * Parses "<path>" followed by optional " PARAM..." after a "FROM:" / "TO:" prefix.
+ * `*addr` gets a malloc'd copy of the address, `*params` points at the parameters.
+ * Returns 0, or -1 on a syntax error.
+ */
+static int parse_path(const char *s, char **addr, const char **params)
+{
+    while (*s == ' ')
+        s++; /* "MAIL FROM: <a@b>" is common enough to accept */
+    if (*s != '<')
+        return -1;
+    const char *e = strchr(s + 1, '>');
+    if (!e)
+        return -1;
+    size_t n = (size_t)(e - s - 1);
+    if (n > 254)
+        return -1;
+    for (const char *p = s + 1; p < e; p++)
+        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '<')
+            return -1;
+    if (e[1] != '\0' && e[1] != ' ')
+        return -1;
+    *addr = strndup(s + 1, n);
+    if (!*addr)
+        return -1;
+    *params = e + 1;
+    while (**params == ' ')
+        (*params)++;
+    return 0;
+}
+
+static void cmd_hello(struct conn *c, const char *verb, const char *arg)
+{
+    bool lhlo = strcasecmp(verb, "LHLO") == 0;
+    if ((opt.proto == MAILTLS_PROTO_LMTP) != lhlo) {
+        c->errors++;
+        reply(c, "500 5.5.1 Error: %s", opt.proto == MAILTLS_PROTO_LMTP ? "this is LMTP, use LHLO" : "use EHLO or HELO");
+        return;
+    }
+    if (!printable_token(arg, 255)) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: %s hostname", verb);
+        return;
+    }
+    txn_reset(&c->t);
+    snprintf(c->helo, sizeof c->helo, "%s", arg);
+    c->have_helo = true;
+    c->esmtp = strcasecmp(verb, "HELO") != 0;
+    if (!c->esmtp) {
+        reply(c, "250 %s", hostname);
+        return;
+    }
+    reply(c, "250-%s greets %s", hostname, c->ip);
+    reply(c, "250-PIPELINING");
+    reply(c, "250-SIZE %zu", opt.max_size);
+    reply(c, "250-8BITMIME");
+    if (mailtls_server_offer_starttls(c->s))
+        reply(c, "250-STARTTLS");
+    reply(c, "250 ENHANCEDSTATUSCODES");
+}
+
+static void cmd_mail(struct conn *c, const char *arg)
+{
+    if (!c->have_helo) {
+        c->errors++;
+        reply(c, "503 5.5.1 Error: send %s first", opt.proto == MAILTLS_PROTO_LMTP ? "LHLO" : "HELO/EHLO");
+        return;
+    }
+    if (c->t.active) {
+        c->errors++;
+        reply(c, "503 5.5.1 Error: nested MAIL command");
+        return;
+    }
+    char *addr = NULL;
+    const char *params;
+    if (strncasecmp(arg, "FROM:", 5) != 0 || parse_path(arg + 5, &addr, &params) < 0) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return;
+    }
+    /* Parameters (ESMTP only): SIZE and BODY. */
+    char pbuf[CMD_LINE_MAX];
+    snprintf(pbuf, sizeof pbuf, "%s", params);
+    for (char *save = NULL, *p = strtok_r(pbuf, " ", &save); p; p = strtok_r(NULL, " ", &save)) {
+        if (!c->esmtp) {
+            free(addr);
+            c->errors++;
+            reply(c, "555 5.5.4 Error: parameters need EHLO");
+            return;
+        }
+        if (strncasecmp(p, "SIZE=", 5) == 0) {
+            char *end;
+            errno = 0;
+            unsigned long long sz = strtoull(p + 5, &end, 10);
+            if (errno || *end || end == p + 5) {
+                free(addr);
+                c->errors++;
+                reply(c, "501 5.5.4 Error: bad SIZE parameter");
+                return;
+            }
+            if (sz > opt.max_size) {
+                free(addr);
+                reply(c, "552 5.3.4 Error: message size exceeds fixed limit");
+                return;
+            }
+        } else if (strcasecmp(p, "BODY=7BIT") == 0 || strcasecmp(p, "BODY=8BITMIME") == 0) {
+            /* fine: the store is 8-bit clean */
+        } else {
+            free(addr);
+            c->errors++;
+            reply(c, "555 5.5.4 Error: unsupported parameter \"%.50s\"", p);
+            return;
+        }
+    }
+    txn_reset(&c->t);
+    c->t.active = true;
+    c->t.from = addr;
+    reply(c, "250 2.1.0 Ok");
+}
+
+static void cmd_rcpt(struct conn *c, const char *arg)
+{
+    if (!c->t.active) {
+        c->errors++;
+        reply(c, "503 5.5.1 Error: need MAIL command");
+        return;
+    }
+    char *addr = NULL;
+    const char *params;
+    if (strncasecmp(arg, "TO:", 3) != 0 || parse_path(arg + 3, &addr, &params) < 0) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return;
+    }
+    if (*addr == '\0') {
+        free(addr);
+        c->errors++;
+        reply(c, "501 5.1.3 Error: empty recipient");
+        return;
+    }
+    if (*params) {
+        free(addr);
+        c->errors++;
+        reply(c, "555 5.5.4 Error: unsupported parameter");
+        return;
+    }
+    if (c->t.nrcpt >= MAX_RCPTS) {
+        free(addr);
+        reply(c, "452 4.5.3 Error: too many recipients");
+        return;
+    }
+    c->t.rcpt[c->t.nrcpt++] = addr;
+    reply(c, "250 2.1.5 Ok");
+}
+
+/* A maildir file name part: no '/' or ':'. */
+static void safe_name(char *dst, size_t cap, const char *src)
+{
+    size_t i = 0;
+    for (; *src && i + 1 < cap; src++)
+        dst[i++] = (*src == '/' || *src == ':' || (unsigned char)*src <= ' ') ? '_' : *src;
+    dst[i] = '\0';
+}
+
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *q = p;
+    while (n > 0) {
+        ssize_t w = write(fd, q, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        q += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/*
+ * Stores one message into the maildir: tmp/NAME then rename to new/NAME. `for_rcpt`
+ * names the recipient in Delivered-To and the Received header (LMTP: one file each).
+ * Writes a queue id into `id`. Returns 0, or -1 with errno.
+ */
+static int store(struct conn *c, const struct sbuf *body, const char *for_rcpt, char id[64])
+{
+    static unsigned seq;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    snprintf(id, 64, "%lX%05lX%X", (unsigned long)tv.tv_sec, (unsigned long)tv.tv_usec, ++seq);
+
+    const mailtls_report *rep = mailtls_session_report(c->s);
+    const char *ver = c->tls ? mailtls_report_tls_version(rep) : NULL;
+    const char *cipher = c->tls ? mailtls_report_cipher(rep) : NULL;
+    const char *group = c->tls ? mailtls_report_group(rep) : NULL;
+    const char *with = opt.proto == MAILTLS_PROTO_LMTP ? (c->tls ? "LMTPS" : "LMTP")
+                       : c->tls                        ? "ESMTPS"
+                       : c->esmtp                      ? "ESMTP"
+                                                       : "SMTP";
+    char date[64];
+    struct tm tm;
+    localtime_r(&tv.tv_sec, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+
+    struct sbuf h = {0};
+    sb_printf(&h, "Return-Path: <%s>\n", c->t.from);
+    if (for_rcpt && opt.proto == MAILTLS_PROTO_LMTP)
+        sb_printf(&h, "Delivered-To: %s\n", for_rcpt);
+    sb_printf(&h, "Received: from %s ([%s])\n\tby %s (mailtls-server %s) with %s id %s\n", c->helo, c->ip,
+              hostname, mailtls_version(), with, id);
+    if (c->tls)
+        sb_printf(&h, "\t(using %s with cipher %s, group %s)\n", ver ? ver : "?", cipher ? cipher : "?",
+                  group ? group : "?");
+    else
+        sb_printf(&h, "\t(no TLS: received in plaintext)\n");
+    if (for_rcpt)
+        sb_printf(&h, "\tfor <%s>; %s\n", for_rcpt, date);
+    else
+        sb_printf(&h, "\t; %s\n", date);
+    if (!h.p) {
+        errno = ENOMEM;
+        return -1;
+    }
+
+    if (!opt.maildir) {
+        logmsg(c->peer, "message %s (%zu bytes) accepted and discarded: no --maildir", id, body->len);
+        sb_free(&h);
+        return 0;
+    }
+    char host[128], name[256], tmp[4096], dst[4096];
+    safe_name(host, sizeof host, hostname);
+    snprintf(name, sizeof name, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), seq, host);
+    snprintf(tmp, sizeof tmp, "%s/tmp/%s", opt.maildir, name);
+    snprintf(dst, sizeof dst, "%s/new/%s", opt.maildir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        sb_free(&h);
+        return -1;
+    }
+    int rc = write_all(fd, h.p, h.len);
+    if (rc == 0 && body->len)
+        rc = write_all(fd, body->p, body->len);
+    if (rc == 0)
+        rc = fsync(fd);
+    int e = errno;
+    if (close(fd) < 0 && rc == 0) {
+        rc = -1;
+        e = errno;
+    }
+    sb_free(&h);
+    if (rc == 0 && rename(tmp, dst) < 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc < 0) {
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    logmsg(c->peer, "delivered %s from <%s> to %s (%zu bytes, %s%s%s)", id, c->t.from, dst, body->len,
+           c->tls ? ver : "plaintext", c->tls ? " " : "", c->tls ? cipher : "");
+    return 0;
+}
+
+/* Returns false when the connection must end (EOF, timeout, error while reading data). */
+static bool cmd_data(struct conn *c, const char *arg, enum end_reason *why)
+{
+    if (!c->t.active) {
+        c->errors++;
+        reply(c, "503 5.5.1 Error: need MAIL command");
+        return true;
+    }
+    if (c->t.nrcpt == 0) {
+        c->errors++;
+        reply(c, "554 5.5.1 Error: no valid recipients");
+        return true;
+    }
+    if (*arg) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: DATA");
+        return true;
+    }
+    reply(c, "354 End data with <CR><LF>.<CR><LF>");
+    flush(c);
+    if (c->dead) {
+        *why = END_ERROR;
+        return false;
+    }
+
+    static char line[DATA_LINE_MAX];
+    struct sbuf body = {0};
+    bool too_big = false, bare_lf = false, overlong = false, nomem = false;
+    bool prev_crlf = true;
+    for (;;) {
+        size_t len;
+        bool crlf;
+        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
+        if (st == LR_EOF || st == LR_TIMEOUT || st == LR_ERROR) {
+            sb_free(&body);
+            *why = st == LR_EOF ? END_EOF : st == LR_TIMEOUT ? END_TIMEOUT : END_ERROR;
+            if (st == LR_TIMEOUT)
+                reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
+            logmsg(c->peer, "connection lost during DATA: %s", end_names[*why]);
+            return false;
+        }
+        if (!crlf)
+            bare_lf = true;
+        if (st == LR_TOOLONG) {
+            overlong = true;
+            prev_crlf = crlf;
+            continue;
+        }
+        /* Only <CRLF>.<CRLF> ends the data: never a dot line next to a bare LF. */
+        if (len == 1 && line[0] == '.' && crlf && prev_crlf)
+            break;
+        prev_crlf = crlf;
+        const char *p = line;
+        if (len > 0 && line[0] == '.') {
+            p++;
+            len--;
+        }
+        if (too_big || nomem)
+            continue;
+        if (body.len + len + 1 > opt.max_size) {
+            too_big = true;
+            continue;
+        }
+        if (sb_append(&body, p, len) < 0 || sb_append(&body, "\n", 1) < 0)
+            nomem = true;
+    }
+
+    const char *refusal = NULL;
+    if (too_big)
+        refusal = "552 5.3.4 Error: message size exceeds fixed limit";
+    else if (overlong)
+        refusal = "554 5.6.0 Error: message line too long";
+    else if (bare_lf)
+        refusal = "554 5.6.0 Error: bare <LF> received (RFC 5321 section 2.3.8)";
+    else if (nomem)
+        refusal = "451 4.3.0 Error: out of memory";
+
+    if (opt.proto == MAILTLS_PROTO_LMTP) {
+        /* One reply per accepted recipient, in RCPT order. */
+        for (size_t i = 0; i < c->t.nrcpt; i++) {
+            char id[64];
+            if (refusal)
+                reply(c, "%s", refusal);
+            else if (store(c, &body, c->t.rcpt[i], id) < 0)
+                reply(c, "451 4.3.0 <%s> Error: cannot store the message: %s", c->t.rcpt[i], strerror(errno));
+            else {
+                c->messages++;
+                reply(c, "250 2.0.0 <%s> Ok: delivered as %s", c->t.rcpt[i], id);
+            }
+        }
+    } else {
+        char id[64];
+        if (refusal)
+            reply(c, "%s", refusal);
+        else if (store(c, &body, c->t.nrcpt == 1 ? c->t.rcpt[0] : NULL, id) < 0)
+            reply(c, "451 4.3.0 Error: cannot store the message: %s", strerror(errno));
+        else {
+            c->messages++;
+            reply(c, "250 2.0.0 Ok: queued as %s", id);
+        }
+    }
+    if (refusal)
+        logmsg(c->peer, "message refused: %s", refusal);
+    sb_free(&body);
+    txn_reset(&c->t);
+    return true;
+}
+
+/* Returns false when the connection must end. */
+static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
+{
+    if (*arg) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: STARTTLS");
+        return true;
+    }
+    flush(c); /* our earlier replies go out before the library's 220 */
+    if (c->dead) {
+        *why = END_ERROR;
+        return false;
+    }
+    const uint8_t *pending;
+    size_t npending = lr_pending(&c->lr, &pending);
+    uint32_t rc = mailtls_server_starttls(c->s, pending, npending);
+    /* Whatever followed STARTTLS in the buffer is never executed. */
+    lr_discard(&c->lr);
+    if (rc == MAILTLS_RESULT_OK) {
+        c->tls = true;
+        c->have_helo = false;
+        c->esmtp = false;
+        c->helo[0] = '\0';
+        txn_reset(&c->t);
+        lr_init(&c->lr, fill_tls, c);
+        return true;
+    }
+    if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE) {
+        /* The library sent 454 / 554 itself: go on as before. */
+        if (npending) {
+            c->discarded += npending;
+            logmsg(c->peer, "discarded %zu bytes pipelined after STARTTLS", npending);
+        }
+        logmsg(c->peer, "STARTTLS refused: %s", mailtls_session_last_error(c->s));
+        return true;
+    }
+    snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
+    logmsg(c->peer, "STARTTLS failed: %s", c->err);
+    *why = END_TLS_FAILED;
+    return false;
+}
+
+static void json_log(struct conn *c, enum end_reason why)
+{
+    const mailtls_report *rep = mailtls_session_report(c->s);
+    uint32_t outcome = rep ? mailtls_report_outcome(rep) : MAILTLS_OUTCOME_PENDING;
+    struct sbuf j = {0};
+    sb_puts(&j, "{\"peer\":");
+    sb_json_str(&j, c->peer);
+    sb_puts(&j, ",\"tls_version\":");
+    sb_json_str(&j, rep ? mailtls_report_tls_version(rep) : NULL);
+    sb_puts(&j, ",\"cipher\":");
+    sb_json_str(&j, rep ? mailtls_report_cipher(rep) : NULL);
+    sb_puts(&j, ",\"group\":");
+    sb_json_str(&j, rep ? mailtls_report_group(rep) : NULL);
+    sb_puts(&j, ",\"outcome\":");
+    /* No STARTTLS (or a 454) leaves the report pending: the session was plaintext. */
+    sb_json_str(&j, outcome == MAILTLS_OUTCOME_PENDING ? "plaintext" : mailtls_outcome_name(outcome));
+    sb_puts(&j, ",\"reason\":");
+    sb_json_str(&j, outcome == MAILTLS_OUTCOME_PENDING ? NULL : mailtls_result_name(mailtls_report_reason(rep)));
+    sb_printf(&j, ",\"discarded_after_starttls\":%llu,\"messages\":%u,\"end\":",
+              (unsigned long long)((rep ? mailtls_report_discarded_bytes(rep) : 0) + c->discarded), c->messages);
+    sb_json_str(&j, end_names[why]);
+    sb_puts(&j, ",\"error\":");
+    sb_json_str(&j, c->err[0] ? c->err : NULL);
+    sb_puts(&j, "}\n");
+    if (j.p) {
+        /* One write: lines from concurrent children never interleave. */
+        if (write_all(STDOUT_FILENO, j.p, j.len) < 0)
+            logmsg(c->peer, "json log: %s", strerror(errno));
+    }
+    sb_free(&j);
+}
+
+static void serve(int fd, const char *peer)
+{
+    struct conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->fd = fd;
+    c->peer = peer;
+    snprintf(c->ip, sizeof c->ip, "%s", peer);
+    char *colon = strrchr(c->ip, ':');
+    if (colon)
+        *colon = '\0';
+    if (c->ip[0] == '[') {
+        memmove(c->ip, c->ip + 1, strlen(c->ip));
+        char *rb = strchr(c->ip, ']');
+        if (rb)
+            *rb = '\0';
+    }
+    lr_init(&c->lr, fill_plain, c);
+
+    uint32_t rc = mailtls_server_new(cfg, opt.proto, peer, &c->s);
+    if (rc == MAILTLS_RESULT_OK)
+        rc = mailtls_session_set_fd(c->s, fd);
+    if (rc != MAILTLS_RESULT_OK) {
+        logmsg(peer, "mailtls_server_new: %s [%s]", mailtls_result_str(rc), mailtls_result_name(rc));
+        static const char busy[] = "421 4.3.0 Error: cannot start a session\r\n";
+        (void)!write(fd, busy, sizeof busy - 1);
+        mailtls_session_free(c->s);
+        close(fd);
+        free(c);
+        return;
+    }
+    logmsg(peer, "connected");
+    reply(c, "220 %s %s mailtls-server ready", hostname, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "ESMTP");
+
+    enum end_reason why = END_EOF;
+    static char line[CMD_LINE_MAX];
+    while (!c->dead) {
+        if (c->errors >= MAX_ERRORS) {
+            reply(c, "421 4.7.0 %s Error: too many errors", hostname);
+            why = END_TOO_MANY_ERRORS;
+            break;
+        }
+        size_t len;
+        bool crlf;
+        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
+        if (st == LR_EOF) {
+            why = END_EOF;
+            break;
+        }
+        if (st == LR_TIMEOUT) {
+            reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
+            why = END_TIMEOUT;
+            break;
+        }
+        if (st == LR_ERROR) {
+            why = END_ERROR;
+            break;
+        }
+        if (st == LR_TOOLONG) {
+            c->errors++;
+            reply(c, "500 5.5.0 Error: line too long");
+            continue;
+        }
+        if (opt.verbose)
+            logmsg(peer, "C: %.*s", (int)len, line);
+        if (memchr(line, '\0', len)) {
+            c->errors++;
+            reply(c, "500 5.5.2 Error: NUL in command");
+            continue;
+        }
+        uint32_t chk = mailtls_server_check_command(c->s, (const uint8_t *)line, len);
+        if (chk != MAILTLS_RESULT_OK) {
+            const char *text = mailtls_server_reply(c->s, chk);
+            c->errors++;
+            if (text)
+                reply_raw(c, text);
+            else
+                reply(c, "503 5.5.1 Error: command refused (%s)", mailtls_result_name(chk));
+            continue;
+        }
+        /* Verb and argument. */
+        char *sp = strchr(line, ' ');
+        const char *arg = "";
+        if (sp) {
+            *sp = '\0';
+            arg = sp + 1;
+            char *end = sp + 1 + strlen(sp + 1);
+            while (end > sp + 1 && (end[-1] == ' ' || end[-1] == '\t'))
+                *--end = '\0';
+        }
+        const char *verb = line;
+        if (!strcasecmp(verb, "EHLO") || !strcasecmp(verb, "HELO") || !strcasecmp(verb, "LHLO")) {
+            cmd_hello(c, verb, arg);
+        } else if (!strcasecmp(verb, "MAIL")) {
+            cmd_mail(c, arg);
+        } else if (!strcasecmp(verb, "RCPT")) {
+            cmd_rcpt(c, arg);
+        } else if (!strcasecmp(verb, "DATA")) {
+            if (!cmd_data(c, arg, &why))
+                break;
+        } else if (!strcasecmp(verb, "STARTTLS")) {
+            if (!cmd_starttls(c, arg, &why))
+                break;
+        } else if (!strcasecmp(verb, "RSET")) {
+            txn_reset(&c->t);
+            reply(c, "250 2.0.0 Ok");
+        } else if (!strcasecmp(verb, "NOOP")) {
+            reply(c, "250 2.0.0 Ok");
+        } else if (!strcasecmp(verb, "QUIT")) {
+            reply(c, "221 2.0.0 Bye");
+            why = END_QUIT;
+            break;
+        } else if (!strcasecmp(verb, "VRFY")) {
+            reply(c, "252 2.0.0 Cannot VRFY, send some mail");
+        } else if (!strcasecmp(verb, "HELP")) {
+            reply(c, "214 2.0.0 EHLO HELO LHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
+        } else if (*verb == '\0') {
+            c->errors++;
+            reply(c, "500 5.5.2 Error: bad syntax");
+        } else {
+            c->errors++;
+            reply(c, "502 5.5.2 Error: command not recognized");
+        }
+    }
+    flush(c);
+    if (c->dead && why != END_TLS_FAILED)
+        why = END_ERROR;
+
+    if (c->tls && !c->dead)
+        mailtls_session_close(c->s); /* close_notify */
+    shutdown(fd, SHUT_RDWR);
+    close(fd);
+    {
+        const mailtls_report *rep = mailtls_session_report(c->s);
+        const char *ver = rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
+        logmsg(peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
+               c->messages, c->err[0] ? ", " : "", c->err);
+    }
+    if (opt.json_log)
+        json_log(c, why);
+    txn_reset(&c->t);
+    sb_free(&c->out);
+    mailtls_session_free(c->s);
+    free(c);
+}
+
+/* ---- startup ---- */
+
+static int mkdir_p(const char *path)
+{
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = buf + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+static int make_maildir(const char *dir)
+{
+    static const char *const sub[] = {"", "/tmp", "/new", "/cur"};
+    for (size_t i = 0; i < 4; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s%s", dir, sub[i]);
+        if (mkdir_p(p) < 0) {
+            fprintf(stderr, "%s: %s: %s\n", prog, p, strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t got_chld;
+static void on_sigchld(int sig)
+{
+    (void)sig;
+    got_chld = 1;
+}
+
+static void reap(void)
+{
+    int st;
+    pid_t pid;
+    while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+        if (WIFSIGNALED(st))
+            fprintf(stderr, "%s: child %d killed by signal %d\n", prog, (int)pid, WTERMSIG(st));
+    }
+}
+
+static void format_addr(const struct sockaddr *sa, socklen_t sl, char *out, size_t cap)
+{
+    char h[NI_MAXHOST] = "?", s[NI_MAXSERV] = "?";
+    getnameinfo(sa, sl, h, sizeof h, s, sizeof s, NI_NUMERICHOST | NI_NUMERICSERV);
+    if (sa->sa_family == AF_INET6)
+        snprintf(out, cap, "[%s]:%s", h, s);
+    else
+        snprintf(out, cap, "%s:%s", h, s);
+}
+
+static mailtls_config_builder *builder;
+static void config_fail(const char *what, uint32_t rc)
+{
+    char detail[512] = "";
+    mailtls_config_builder_last_error(builder, detail, sizeof detail);
+    fprintf(stderr, "%s: %s: %s [%s]%s%s\n", prog, what, mailtls_result_str(rc), mailtls_result_name(rc),
+            *detail ? ": " : "", detail);
+    exit(EX_CONFIG);
+}
+
+int main(int argc, char **argv)
+{
+    enum {
+        O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
+        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE
+    };
+    static const struct option longopts[] = {
+        {"proto", required_argument, NULL, O_PROTO},
+        {"listen", required_argument, NULL, O_LISTEN},
+        {"cert", required_argument, NULL, O_CERT},
+        {"key", required_argument, NULL, O_KEY},
+        {"no-tls", no_argument, NULL, O_NOTLS},
+        {"require-tls", no_argument, NULL, O_REQTLS},
+        {"maildir", required_argument, NULL, O_MAILDIR},
+        {"json-log", no_argument, NULL, O_JSONLOG},
+        {"once", no_argument, NULL, O_ONCE},
+        {"hostname", required_argument, NULL, O_HOSTNAME},
+        {"write-cert", required_argument, NULL, O_WRITECERT},
+        {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"max-size", required_argument, NULL, O_MAXSIZE},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+        switch (o) {
+        case O_PROTO:
+            if (strcmp(optarg, "smtp") == 0)
+                opt.proto = MAILTLS_PROTO_SMTP;
+            else if (strcmp(optarg, "lmtp") == 0)
+                opt.proto = MAILTLS_PROTO_LMTP;
+            else
+                die_usage("--proto: smtp or lmtp, not \"%s\"", optarg);
+            break;
+        case O_LISTEN: opt.listen = optarg; break;
+        case O_CERT: opt.cert = optarg; break;
+        case O_KEY: opt.key = optarg; break;
+        case O_NOTLS: opt.no_tls = true; break;
+        case O_REQTLS: opt.require_tls = true; break;
+        case O_MAILDIR: opt.maildir = optarg; break;
+        case O_JSONLOG: opt.json_log = true; break;
+        case O_ONCE: opt.once = true; break;
+        case O_HOSTNAME: opt.hostname = optarg; break;
+        case O_WRITECERT: opt.write_cert = optarg; break;
+        case O_TIMEOUT:
+        case O_MAXSIZE: {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (o == O_TIMEOUT) {
+                if (errno || *end || end == optarg || v == 0 || v > 86400)
+                    die_usage("--timeout: seconds, 1..86400, not \"%s\"", optarg);
+                opt.timeout = (unsigned)v;
+            } else {
+                if (errno || *end || end == optarg || v == 0 || v > (1ull << 31))
+                    die_usage("--max-size: bytes, 1..2147483648, not \"%s\"", optarg);
+                opt.max_size = (size_t)v;
+            }
+            break;
+        }
+        case 'v': opt.verbose = true; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return EX_USAGE;
+        }
+    }
+    if (optind != argc)
+        die_usage("unexpected argument \"%s\"", argv[optind]);
+    if (!opt.cert != !opt.key)
+        die_usage("--cert and --key go together");
+    if (opt.no_tls && (opt.cert || opt.require_tls || opt.write_cert))
+        die_usage("--no-tls excludes --cert, --require-tls and --write-cert");
+    if (opt.write_cert && opt.cert)
+        die_usage("--write-cert is for the generated certificate (without --cert)");
+
+    if (opt.hostname) {
+        if (!printable_token(opt.hostname, 253))
+            die_usage("--hostname: not a host name: \"%s\"", opt.hostname);
+        snprintf(hostname, sizeof hostname, "%s", opt.hostname);
+    } else if (gethostname(hostname, sizeof hostname - 1) < 0 || !printable_token(hostname, 253)) {
+        snprintf(hostname, sizeof hostname, "localhost");
+    }
+
+    char lhost[256];
+    uint16_t lport;
+    char err[512];
+    if (split_hostport(opt.listen, lhost, sizeof lhost, 2525, &lport, err, sizeof err) < 0)
+        die_usage("--listen: %s", err);
+    if (opt.maildir && make_maildir(opt.maildir) < 0)
+        return EX_CANTCREAT;
+
+    signal(SIGPIPE, SIG_IGN);
+
+    /* The config, built once and shared by every connection. */
+    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_SERVER, &builder);
+    if (rc != MAILTLS_RESULT_OK)
+        config_fail("mailtls_config_builder_new", rc);
+    if ((rc = mailtls_config_builder_set_log(builder, ex_log_cb, (void *)prog,
+                                             opt.verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO)))
+        config_fail("set_log", rc);
+    if ((rc = mailtls_config_builder_set_timeout_ms(builder, opt.timeout * 1000u)))
+        config_fail("set_timeout_ms", rc);
+    if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
+        config_fail("set_require_tls", rc);
+    if (opt.cert) {
+        if ((rc = mailtls_config_builder_set_certificate_files(builder, opt.cert, opt.key)))
+            config_fail("--cert/--key", rc);
+        fprintf(stderr, "%s: certificate from %s, key from %s\n", prog, opt.cert, opt.key);
+    } else if (!opt.no_tls) {
+        static char pem[16384];
+        uintptr_t n = 0;
+        if ((rc = mailtls_config_builder_generate_self_signed(builder, hostname, pem, sizeof pem, &n)))
+            config_fail("generate_self_signed", rc);
+        char sha[65] = "?";
+        pem_cert_sha256_hex(pem, sha);
+        fprintf(stderr, "%s: no --cert: generated a self-signed certificate for %s, sha256 %s\n", prog, hostname,
+                sha);
+        if (opt.write_cert) {
+            FILE *f = fopen(opt.write_cert, "w");
+            if (!f || fwrite(pem, 1, n, f) != n || fclose(f) != 0) {
+                fprintf(stderr, "%s: --write-cert %s: %s\n", prog, opt.write_cert, strerror(errno));
+                return EX_CANTCREAT;
+            }
+            fprintf(stderr, "%s: certificate written to %s\n", prog, opt.write_cert);
+        }
+    } else {
+        fprintf(stderr, "%s: --no-tls: STARTTLS is not offered\n", prog);
+    }
+    if ((rc = mailtls_config_builder_build(builder, &cfg)))
+        config_fail("build", rc);
+    mailtls_config_builder_free(builder);
+    builder = NULL;
+    if (!opt.no_tls && !mailtls_config_server_tls_ready(cfg))
+        fprintf(stderr, "%s: warning: no usable certificate, STARTTLS will not be offered\n", prog);
+
+    /* Listen. */
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", (unsigned)lport);
+    int g = getaddrinfo(lhost, portstr, &hints, &res);
+    if (g != 0) {
+        fprintf(stderr, "%s: --listen %s: %s\n", prog, opt.listen, gai_strerror(g));
+        return EX_USAGE;
+    }
+    int lfd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
+    int one = 1;
+    if (lfd < 0 || setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+        bind(lfd, res->ai_addr, res->ai_addrlen) < 0 || listen(lfd, 64) < 0) {
+        fprintf(stderr, "%s: listen on %s: %s\n", prog, opt.listen, strerror(errno));
+        freeaddrinfo(res);
+        return EX_UNAVAILABLE;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    getsockname(lfd, (struct sockaddr *)&ss, &sl);
+    char laddr[NI_MAXHOST + 16];
+    format_addr((struct sockaddr *)&ss, sl, laddr, sizeof laddr);
+    printf("{\"listening\":\"%s\"}\n", laddr);
+    fflush(stdout);
+    fprintf(stderr, "%s: %s server %s listening on %s%s%s\n", prog, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "SMTP",
+            hostname, laddr, opt.require_tls ? " (TLS required)" : "", opt.maildir ? "" : " (no --maildir: mail is discarded)");
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_NOCLDSTOP; /* no SA_RESTART: accept() wakes up to reap */
+    sigaction(SIGCHLD, &sa, NULL);
+
+    int status = 0;
+    for (;;) {
+        if (got_chld) {
+            got_chld = 0;
+            reap();
+        }
+        struct sockaddr_storage peer;
+        socklen_t pl = sizeof peer;
+        int cfd = accept4(lfd, (struct sockaddr *)&peer, &pl, SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                fprintf(stderr, "%s: accept: %s\n", prog, strerror(errno));
+                sleep(1);
+                continue;
+            }
+            fprintf(stderr, "%s: accept: %s\n", prog, strerror(errno));
+            status = EX_OSERR;
+            break;
+        }
+        char peername[NI_MAXHOST + 16];
+        format_addr((struct sockaddr *)&peer, pl, peername, sizeof peername);
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0) {
+            close(lfd);
+            signal(SIGCHLD, SIG_DFL);
+            serve(cfd, peername);
+            mailtls_config_free(cfg);
+            _exit(0);
+        }
+        if (pid < 0) {
+            fprintf(stderr, "%s: fork: %s\n", prog, strerror(errno));
+            static const char busy[] = "421 4.3.2 Error: try again later\r\n";
+            (void)!write(cfd, busy, sizeof busy - 1);
+        }
+        close(cfd);
+        if (opt.once) {
+            if (pid > 0) {
+                int st;
+                while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+                    ;
+                if (WIFSIGNALED(st)) {
+                    fprintf(stderr, "%s: child killed by signal %d\n", prog, WTERMSIG(st));
+                    status = EX_SOFTWARE;
+                }
+            }
+            break;
+        }
+    }
+    close(lfd);
+    mailtls_config_free(cfg);
+    return status;
+}
