@@ -24,6 +24,56 @@
 
 
 /*
+ close_notify
+ */
+#define CLOSE_NOTIFY 0
+
+/*
+ unexpected_message
+ */
+#define UNEXPECTED_MESSAGE 10
+
+/*
+ bad_record_mac
+ */
+#define BAD_RECORD_MAC 20
+
+/*
+ handshake_failure
+ */
+#define HANDSHAKE_FAILURE 40
+
+/*
+ illegal_parameter
+ */
+#define ILLEGAL_PARAMETER 47
+
+/*
+ decode_error
+ */
+#define DECODE_ERROR 50
+
+/*
+ protocol_version
+ */
+#define PROTOCOL_VERSION 70
+
+/*
+ internal_error
+ */
+#define INTERNAL_ERROR 80
+
+/*
+ inappropriate_fallback
+ */
+#define INAPPROPRIATE_FALLBACK 86
+
+/*
+ unrecognized_name
+ */
+#define UNRECOGNIZED_NAME 112
+
+/*
  A rung of the fallback ladder: one prebuilt ClientHello shape.
  */
 enum mailtls_rung
@@ -53,6 +103,59 @@ enum mailtls_rung
 typedef enum mailtls_rung mailtls_rung;
 #else
 typedef uint32_t mailtls_rung;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ The class of a failed attempt, from what was seen on the wire.
+ */
+enum mailtls_failure_class
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   The attempt did not fail.
+   */
+  MAILTLS_FAILURE_CLASS_NONE = 0,
+  /*
+   The peer choked on the hello (alert, reset or EOF before any ServerHello).
+   */
+  MAILTLS_FAILURE_CLASS_INTOLERANCE = 1,
+  /*
+   The peer speaks only what rustls will not (old versions, CBC, RSA key exchange).
+   */
+  MAILTLS_FAILURE_CLASS_INCOMPATIBLE = 2,
+  /*
+   The certificate failed verification.
+   */
+  MAILTLS_FAILURE_CLASS_CERTIFICATE = 3,
+  /*
+   STARTTLS was refused or not offered.
+   */
+  MAILTLS_FAILURE_CLASS_REFUSED = 4,
+  /*
+   Connection-level failure (connect, reset after the handshake).
+   */
+  MAILTLS_FAILURE_CLASS_NETWORK = 5,
+  /*
+   A step timed out.
+   */
+  MAILTLS_FAILURE_CLASS_TIMEOUT = 6,
+  /*
+   Signs of an active attacker: injection, downgrade sentinel, stripping.
+   */
+  MAILTLS_FAILURE_CLASS_ATTACK = 7,
+  /*
+   Anything else: a protocol error, a local limit.
+   */
+  MAILTLS_FAILURE_CLASS_OTHER = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mailtls_failure_class mailtls_failure_class;
+#else
+typedef uint32_t mailtls_failure_class;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -223,6 +326,23 @@ enum mailtls_result
    The server signalled a TLS version downgrade (RFC 8446 section 4.1.3 sentinel).
    */
   MAILTLS_RESULT_DOWNGRADE_DETECTED = 507,
+  /*
+   A fallback was refused: the peer accepted this hello recently (possible active attack).
+   */
+  MAILTLS_RESULT_DOWNGRADE_SUSPECTED = 508,
+  /*
+   A peer that negotiated TLS before no longer offers STARTTLS (possible stripping).
+   */
+  MAILTLS_RESULT_STRIPPING_SUSPECTED = 509,
+  /*
+   Every rung of the fallback ladder failed.
+   */
+  MAILTLS_RESULT_LADDER_EXHAUSTED = 510,
+  /*
+   The handshake failed in a way a more conservative hello may avoid: retry on a new
+   connection with the rung the report names.
+   */
+  MAILTLS_RESULT_RETRY_NEEDED = 511,
   /*
    STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
    */
@@ -444,59 +564,6 @@ typedef uint32_t mailtls_injection_action;
 #endif // __cplusplus
 
 /*
- The class of a failed attempt, from what was seen on the wire.
- */
-enum mailtls_failure_class
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  /*
-   The attempt did not fail.
-   */
-  MAILTLS_FAILURE_CLASS_NONE = 0,
-  /*
-   The peer choked on the hello (alert, reset or EOF before any ServerHello).
-   */
-  MAILTLS_FAILURE_CLASS_INTOLERANCE = 1,
-  /*
-   The peer speaks only what rustls will not (old versions, CBC, RSA key exchange).
-   */
-  MAILTLS_FAILURE_CLASS_INCOMPATIBLE = 2,
-  /*
-   The certificate failed verification.
-   */
-  MAILTLS_FAILURE_CLASS_CERTIFICATE = 3,
-  /*
-   STARTTLS was refused or not offered.
-   */
-  MAILTLS_FAILURE_CLASS_REFUSED = 4,
-  /*
-   Connection-level failure (connect, reset after the handshake).
-   */
-  MAILTLS_FAILURE_CLASS_NETWORK = 5,
-  /*
-   A step timed out.
-   */
-  MAILTLS_FAILURE_CLASS_TIMEOUT = 6,
-  /*
-   Signs of an active attacker: injection, downgrade sentinel, stripping.
-   */
-  MAILTLS_FAILURE_CLASS_ATTACK = 7,
-  /*
-   Anything else: a protocol error, a local limit.
-   */
-  MAILTLS_FAILURE_CLASS_OTHER = 8,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum mailtls_failure_class mailtls_failure_class;
-#else
-typedef uint32_t mailtls_failure_class;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/*
  A built, immutable, reference-counted config (opaque).
  */
 typedef struct mailtls_config mailtls_config;
@@ -546,6 +613,11 @@ typedef int32_t (*mailtls_write_callback)(void *userdata,
  Every rung, top first.
  */
 #define mailtls_rung_ALL { mailtls_rung_Modern, mailtls_rung_Compact, mailtls_rung_Classic, mailtls_rung_Tls12, }
+
+/*
+ Every class.
+ */
+#define mailtls_failure_class_ALL { mailtls_failure_class_None, mailtls_failure_class_Intolerance, mailtls_failure_class_Incompatible, mailtls_failure_class_Certificate, mailtls_failure_class_Refused, mailtls_failure_class_Network, mailtls_failure_class_Timeout, mailtls_failure_class_Attack, mailtls_failure_class_Other, }
 
 #ifdef __cplusplus
 extern "C" {

@@ -96,6 +96,15 @@ pub enum Code {
     TlsRecord = 506,
     /// The server signalled a TLS version downgrade (RFC 8446 section 4.1.3 sentinel).
     DowngradeDetected = 507,
+    /// A fallback was refused: the peer accepted this hello recently (possible active attack).
+    DowngradeSuspected = 508,
+    /// A peer that negotiated TLS before no longer offers STARTTLS (possible stripping).
+    StrippingSuspected = 509,
+    /// Every rung of the fallback ladder failed.
+    LadderExhausted = 510,
+    /// The handshake failed in a way a more conservative hello may avoid: retry on a new
+    /// connection with the rung the report names.
+    RetryNeeded = 511,
 
     /// STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
     TlsUnavailable = 600,
@@ -122,7 +131,8 @@ impl Code {
         Code::CommandInjection, Code::CapabilityRefused,
         Code::TlsHandshake, Code::CertificateNameMismatch, Code::CertificateUntrusted,
         Code::CertificateExpired, Code::CertificateInvalid, Code::TlsAlertReceived,
-        Code::TlsRecord, Code::DowngradeDetected,
+        Code::TlsRecord, Code::DowngradeDetected, Code::DowngradeSuspected, Code::StrippingSuspected,
+        Code::LadderExhausted, Code::RetryNeeded,
         Code::TlsUnavailable, Code::TlsAlreadyActive, Code::TlsRequired,
         Code::StateResetRequired,
     ];
@@ -174,6 +184,10 @@ impl Code {
             Code::TlsAlertReceived => "fatal TLS alert received",
             Code::TlsRecord => "TLS record error",
             Code::DowngradeDetected => "TLS downgrade detected",
+            Code::DowngradeSuspected => "downgrade suspected: fallback refused",
+            Code::StrippingSuspected => "STARTTLS stripping suspected",
+            Code::LadderExhausted => "every rung of the fallback ladder failed",
+            Code::RetryNeeded => "retry on a new connection with a more conservative hello",
             Code::TlsUnavailable => "TLS not available",
             Code::TlsAlreadyActive => "TLS already active",
             Code::TlsRequired => "TLS required",
@@ -223,6 +237,10 @@ impl Code {
             Code::TlsAlertReceived => "tls-alert-received",
             Code::TlsRecord => "tls-record",
             Code::DowngradeDetected => "downgrade-detected",
+            Code::DowngradeSuspected => "downgrade-suspected",
+            Code::StrippingSuspected => "stripping-suspected",
+            Code::LadderExhausted => "ladder-exhausted",
+            Code::RetryNeeded => "retry-needed",
             Code::TlsUnavailable => "tls-unavailable",
             Code::TlsAlreadyActive => "tls-already-active",
             Code::TlsRequired => "tls-required",

@@ -2,6 +2,9 @@
 //! classes of a failed attempt. The ladder's moves and the intolerance memory build
 //! on these (DESIGN.md, "Recovery"); this release always starts at the top rung.
 
+pub mod classify;
+pub mod memory;
+
 use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::SupportedKxGroup;
 use rustls::ClientConfig;
@@ -89,6 +92,19 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 9] = [
+        FailureClass::None,
+        FailureClass::Intolerance,
+        FailureClass::Incompatible,
+        FailureClass::Certificate,
+        FailureClass::Refused,
+        FailureClass::Network,
+        FailureClass::Timeout,
+        FailureClass::Attack,
+        FailureClass::Other,
+    ];
+
     /// The name used in logs and reports.
     pub fn name(self) -> &'static str {
         match self {

@@ -3,6 +3,7 @@
 
 pub mod certinfo;
 pub mod client;
+pub mod observe;
 pub mod server;
 
 use crate::error::{Code, Error};
