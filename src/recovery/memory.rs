@@ -231,6 +231,8 @@ pub struct Plan {
     pub pinned: bool,
     /// Whether this start is a re-probe of the top rung for an intolerant peer.
     pub reprobe: bool,
+    /// Whether the peer was found incompatible recently (nothing rustls offers works).
+    pub incompatible: bool,
 }
 
 enum Backend {
@@ -507,10 +509,18 @@ impl Memory {
         let r = self.get(key);
         let now = self.now();
         let l = *self.lifetimes.lock();
-        let mut plan = Plan { rung: Rung::Modern, sni: r.sni_off.is_none(), pinned: r.pinned.is_some(), reprobe: false };
+        let mut plan = Plan {
+            rung: Rung::Modern,
+            sni: r.sni_off.is_none(),
+            pinned: r.pinned.is_some(),
+            reprobe: false,
+            incompatible: false,
+        };
         if let Some(i) = r.intolerant {
             if now.saturating_sub(i.last) >= l.reprobe {
                 plan.reprobe = true;
+            } else if i.class == FailureClass::Incompatible {
+                plan.incompatible = true;
             } else {
                 plan.rung = match r.tolerant {
                     Some((t, _)) if t > i.rung => t,
@@ -558,6 +568,19 @@ impl Memory {
             };
             let rung = r.intolerant.map_or(rung, |i| if now.saturating_sub(i.last) < 86400 { i.rung.max(rung) } else { rung });
             r.intolerant = Some(Intolerance { rung, class, count, first, last: now });
+        });
+    }
+
+    /// Nothing rustls offers works with the peer (it picked TLS 1.1, or every rung
+    /// failed): remembered as incompatible, which is not intolerance of a rung, so no
+    /// later contact starts lower than it needs to.
+    pub fn record_incompatible(&self, key: &Key) {
+        self.update(key, |r, now| {
+            let (count, first) = match r.intolerant {
+                Some(i) if i.class == FailureClass::Incompatible => (i.count.saturating_add(1), i.first),
+                _ => (1, now),
+            };
+            r.intolerant = Some(Intolerance { rung: Rung::Tls12, class: FailureClass::Incompatible, count, first, last: now });
         });
     }
 

@@ -120,8 +120,9 @@ impl FailureClass {
         }
     }
 
-    /// A first classification by result code and whether any server TLS bytes were seen.
-    pub fn of(code: Code, server_tls_seen: bool) -> FailureClass {
+    /// The class of a failure outside the handshake (the plaintext dialogue, or a
+    /// server's STARTTLS): never intolerance, which only a first flight can show.
+    pub fn of_dialogue(code: Code) -> FailureClass {
         match code {
             Code::Ok => FailureClass::None,
             Code::CertificateNameMismatch
@@ -132,11 +133,14 @@ impl FailureClass {
             | Code::StartTlsRefusedTemporary
             | Code::StartTlsRefusedPermanent
             | Code::StartTlsBadReply => FailureClass::Refused,
-            Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected => FailureClass::Attack,
+            Code::ReplyInjection
+            | Code::CommandInjection
+            | Code::DowngradeDetected
+            | Code::DowngradeSuspected
+            | Code::StrippingSuspected => FailureClass::Attack,
             Code::Timeout => FailureClass::Timeout,
-            Code::Io | Code::PeerClosed | Code::Connect if !server_tls_seen => FailureClass::Intolerance,
             Code::Io | Code::PeerClosed | Code::Connect => FailureClass::Network,
-            Code::TlsAlertReceived if !server_tls_seen => FailureClass::Intolerance,
+            Code::LadderExhausted => FailureClass::Intolerance,
             _ => FailureClass::Other,
         }
     }

@@ -64,7 +64,7 @@ pub fn read_pem_certs_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> 
 pub struct ClientTls {
     /// The verifier that enforces the chain and name (policy verify), or only records (may, encrypt).
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    /// The prebuilt config of each rung; index = rung number.
+    /// The prebuilt config of each rung, with and without SNI; index = rung * 2 + sni_off.
     rungs: Vec<Arc<ClientConfig>>,
     enforce: bool,
 }
@@ -94,24 +94,31 @@ impl ClientTls {
             (Some(w), true) => w.clone(),
             _ => Arc::new(RecordOnly { provider: provider.clone() }),
         };
+        // One session cache for every rung that resumes: a ticket from one rung is
+        // offered by the next where rustls allows it.
+        let cache = Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
         let mut rungs = Vec::new();
         for rung in Rung::ALL {
-            let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
-            let mut cfg = ClientConfig::builder_with_provider(rung_provider)
-                .with_protocol_versions(rung.versions())
-                .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
-                .dangerous()
-                .with_custom_certificate_verifier(verifier.clone())
-                .with_no_client_auth();
-            rung.adjust(&mut cfg);
-            rungs.push(Arc::new(cfg));
+            for sni in [true, false] {
+                let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
+                let mut cfg = ClientConfig::builder_with_provider(rung_provider)
+                    .with_protocol_versions(rung.versions())
+                    .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier.clone())
+                    .with_no_client_auth();
+                cfg.resumption = rustls::client::Resumption::store(cache.clone());
+                cfg.enable_sni = sni;
+                rung.adjust(&mut cfg);
+                rungs.push(Arc::new(cfg));
+            }
         }
         Ok(ClientTls { webpki, rungs, enforce })
     }
 
-    /// The config for a rung of the ladder.
-    pub fn config(&self, rung: Rung) -> Arc<ClientConfig> {
-        self.rungs[rung as usize].clone()
+    /// The config for a rung of the ladder, with or without SNI.
+    pub fn config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
+        self.rungs[rung as usize * 2 + usize::from(!sni)].clone()
     }
 
     /// Whether the handshake itself enforces chain and name.

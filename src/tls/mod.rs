@@ -23,6 +23,9 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
             _ => Code::CertificateInvalid,
         },
         rustls::Error::AlertReceived(_) => Code::TlsAlertReceived,
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::AttemptedDowngradeToTls12WhenTls13IsSupported) => {
+            Code::DowngradeDetected
+        }
         rustls::Error::DecryptError | rustls::Error::InvalidMessage(_) if during == "record" => Code::TlsRecord,
         _ => Code::TlsHandshake,
     };
@@ -43,7 +46,11 @@ pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
         | Code::TlsHandshake
         | Code::TlsAlertReceived
         | Code::CertificateInvalid
-        | Code::DowngradeDetected => "validation-failure",
+        | Code::DowngradeDetected
+        | Code::DowngradeSuspected
+        | Code::StrippingSuspected
+        | Code::LadderExhausted
+        | Code::RetryNeeded => "validation-failure",
         _ => return None,
     })
 }
