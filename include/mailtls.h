@@ -574,6 +574,12 @@ typedef struct mailtls_config mailtls_config;
 typedef struct mailtls_config_builder mailtls_config_builder;
 
 /*
+ The intolerance memory (opaque, shared, reference counted): what each peer
+ tolerated and failed on, and whether it ever did TLS.
+ */
+typedef struct mailtls_memory mailtls_memory;
+
+/*
  A negotiation's report (opaque, owned by its session).
  */
 typedef struct mailtls_report mailtls_report;
@@ -589,6 +595,31 @@ typedef struct mailtls_session mailtls_session;
  thread that uses a session of the config.
  */
 typedef void (*mailtls_log_callback)(void *userdata, uint32_t level, const char *message);
+
+/*
+ Store callback: copy the record text for `key` (NUL-terminated) into `buf` of `len`
+ bytes and return 0, or return `ENOENT` when there is none (any other errno counts
+ as none and is reported).
+ */
+typedef int32_t (*mailtls_store_get_callback)(void *userdata,
+                                              const char *key,
+                                              char *buf,
+                                              uintptr_t len);
+
+/*
+ Store callback: keep `value` for `key`; return 0 or an errno.
+ */
+typedef int32_t (*mailtls_store_put_callback)(void *userdata, const char *key, const char *value);
+
+/*
+ Store callback: delete `key`; return 0 or an errno.
+ */
+typedef int32_t (*mailtls_store_delete_callback)(void *userdata, const char *key);
+
+/*
+ List callback: one record line (`smtp mx.example.org 25 tolerant=compact@1700000000 ...`).
+ */
+typedef void (*mailtls_memory_list_callback)(void *userdata, const char *line);
 
 /*
  Reads up to `len` bytes into `buf`; stores the count in `*out_n` and returns 0, or
@@ -608,6 +639,22 @@ typedef int32_t (*mailtls_write_callback)(void *userdata,
                                           const uint8_t *buf,
                                           uintptr_t len,
                                           uintptr_t *out_n);
+
+/*
+ Opens a new connection for the client's retries: `host` and `port` are the
+ session's. Return 0 or an errno. In fd mode store the new connected socket in
+ `*out_fd`; with I/O callbacks, make them use the new connection from now on.
+ */
+typedef int32_t (*mailtls_connect_callback)(void *userdata,
+                                            const char *host,
+                                            uint16_t port,
+                                            int32_t *out_fd);
+
+/*
+ The session is done with a connection: close it. `fd` is the connection's file
+ descriptor in fd mode (-1 with I/O callbacks).
+ */
+typedef void (*mailtls_close_callback)(void *userdata, int32_t fd);
 
 /*
  Every rung, top first.
@@ -743,6 +790,32 @@ mailtls_result mailtls_config_builder_set_log(mailtls_config_builder *b,
                                               uint32_t level);
 
 /*
+ Shares an intolerance memory with every session of the config (the config holds
+ its own reference). NULL removes it. Client role only; a server ignores it.
+ */
+mailtls_result mailtls_config_builder_set_memory(mailtls_config_builder *b,
+                                                 const mailtls_memory *memory);
+
+/*
+ Sets the most connections one client negotiation may use, retries included
+ (1..16, default 4). Retries need `mailtls_session_set_connector`.
+ */
+mailtls_result mailtls_config_builder_set_max_connections(mailtls_config_builder *b, uint32_t n);
+
+/*
+ Under policy may: whether a session that will send credentials
+ (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+ */
+mailtls_result mailtls_config_builder_set_plaintext_auth(mailtls_config_builder *b, bool allowed);
+
+/*
+ Sets the longest wait for the server's first TLS byte after the ClientHello, in
+ milliseconds (default 30000): a hang there at the top rung counts as intolerance
+ of a large hello.
+ */
+mailtls_result mailtls_config_builder_set_hello_timeout_ms(mailtls_config_builder *b, uint32_t ms);
+
+/*
  Checks the settings and builds an immutable config: trust anchors are loaded, a
  server certificate and key are parsed and matched (`MAILTLS_RESULT_KEY_MISMATCH`).
  On success `*out` holds a new reference; free it with `mailtls_config_free`. The
@@ -769,6 +842,94 @@ bool mailtls_config_server_tls_ready(const mailtls_config *cfg);
  NULL is a no-op.
  */
 void mailtls_config_free(const mailtls_config *cfg);
+
+/*
+ Creates a memory that lives as long as the process (and its last reference).
+ Free with `mailtls_memory_free`.
+ */
+mailtls_result mailtls_memory_new(const mailtls_memory **out);
+
+/*
+ Creates a memory persisted in the file `path`, which several processes may share
+ (each change is merged under an exclusive lock and written by atomic rename). A
+ missing file is created on the first change; a corrupt, truncated or foreign file
+ is not an error: what cannot be read is ignored and reported by
+ `mailtls_memory_problems`.
+ */
+mailtls_result mailtls_memory_open_file(const char *path, const mailtls_memory **out);
+
+/*
+ Creates a memory kept in the application's own store through three callbacks
+ (keys look like `smtp mx.example.org 25`, values are the record's text fields).
+ `userdata` is passed on every call, from any thread using the memory, and must
+ outlive the memory.
+ */
+mailtls_result mailtls_memory_new_store(mailtls_store_get_callback get,
+                                        mailtls_store_put_callback put,
+                                        mailtls_store_delete_callback delete_,
+                                        void *userdata,
+                                        const mailtls_memory **out);
+
+/*
+ Drops the caller's reference; the memory goes when no config uses it. NULL is a no-op.
+ */
+void mailtls_memory_free(const mailtls_memory *m);
+
+/*
+ Fixes the memory's clock at `unix_seconds` (for tests of expiry and re-probe);
+ 0 returns to the system clock.
+ */
+mailtls_result mailtls_memory_set_clock(const mailtls_memory *m, uint64_t unix_seconds);
+
+/*
+ Sets the lifetimes in seconds: intolerance (default 604800, 7 days), the re-probe
+ interval of the top rung for an intolerant peer (86400), tolerance and pins
+ (5184000, 60 days). A 0 keeps that value.
+ */
+mailtls_result mailtls_memory_set_lifetimes(const mailtls_memory *m,
+                                            uint64_t intolerance_s,
+                                            uint64_t reprobe_s,
+                                            uint64_t tolerance_s);
+
+/*
+ Copies the record of (proto, host, port) as text fields into `buf` (NUL-terminated;
+ "" when nothing is known): `tolerant=RUNG@TIME`, `intolerant=RUNG@LAST,CLASS,COUNT,FIRST`,
+ `sni-off@TIME`, `pinned@TIME`, `pq=yes|no`, `tls13@TIME`; expired facts are left out.
+ */
+mailtls_result mailtls_memory_lookup(const mailtls_memory *m,
+                                     uint32_t proto,
+                                     const char *host,
+                                     uint16_t port,
+                                     char *buf,
+                                     uintptr_t len,
+                                     uintptr_t *written);
+
+/*
+ Forgets everything about (proto, host, port), in the file or store too.
+ */
+mailtls_result mailtls_memory_forget(const mailtls_memory *m,
+                                     uint32_t proto,
+                                     const char *host,
+                                     uint16_t port);
+
+/*
+ Calls `cb` once per known peer with its record line, sorted by key, and stores the
+ count in `*count` (when not NULL). A memory on an application store cannot be
+ listed: `MAILTLS_RESULT_UNSUPPORTED`.
+ */
+mailtls_result mailtls_memory_list(const mailtls_memory *m,
+                                   mailtls_memory_list_callback cb,
+                                   void *userdata,
+                                   uintptr_t *count);
+
+/*
+ Copies the problems met reading the file or store (corrupt or foreign file,
+ truncated or bad lines, write failures), one per line, into `buf`; "" when none.
+ */
+mailtls_result mailtls_memory_problems(const mailtls_memory *m,
+                                       char *buf,
+                                       uintptr_t len,
+                                       uintptr_t *written);
 
 /*
  The outcome: `MAILTLS_OUTCOME_PENDING`, `_TLS`, `_PLAINTEXT`, `_DEFER` or `_FAIL`.
@@ -905,6 +1066,37 @@ const char *mailtls_report_json(const mailtls_report *r);
 const char *mailtls_outcome_name(uint32_t outcome);
 
 /*
+ The rung to start at on a new connection after `MAILTLS_RESULT_RETRY_NEEDED`
+ (`MAILTLS_RUNG_*`), or -1.
+ */
+int32_t mailtls_report_retry_rung(const mailtls_report *r);
+
+/*
+ Whether the retry after `MAILTLS_RESULT_RETRY_NEEDED` should leave SNI out.
+ */
+bool mailtls_report_retry_without_sni(const mailtls_report *r);
+
+/*
+ How many memory events (used, recorded, pinned, suspected downgrade) the report holds.
+ */
+uintptr_t mailtls_report_memory_event_count(const mailtls_report *r);
+
+/*
+ Memory event number `i`, a sentence, or NULL when out of range.
+ */
+const char *mailtls_report_memory_event(const mailtls_report *r, uintptr_t i);
+
+/*
+ The name of a rung ("modern", "compact", "classic", "tls12"), or NULL; static.
+ */
+const char *mailtls_rung_name(uint32_t rung);
+
+/*
+ The name of a failure class ("intolerance", "incompatible", ...), or NULL; static.
+ */
+const char *mailtls_failure_class_name(uint32_t class_);
+
+/*
  Creates a client session for `host` and `port` with protocol `proto`
  (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
  `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
@@ -957,6 +1149,40 @@ mailtls_result mailtls_session_set_io(mailtls_session *s,
  the convenience mode for simple blocking programs. The fd stays the caller's.
  */
 mailtls_result mailtls_session_set_fd(mailtls_session *s, int32_t fd);
+
+/*
+ Lets the client retry by itself: after a failed first flight that looks like
+ intolerance it calls `close` on the connection it gives up (the caller's first one
+ too) and `connect` for a new one, at most the config's max connections in all
+ (the fallback ladder; under policy may also the plaintext retry). The connection
+ in use at the end stays the caller's (`mailtls_session_fd`). Without a connector a
+ negotiation that needs a new connection ends with `MAILTLS_RESULT_RETRY_NEEDED`
+ and the report names the rung to start at (`mailtls_report_retry_rung`).
+ */
+mailtls_result mailtls_session_set_connector(mailtls_session *s,
+                                             mailtls_connect_callback connect,
+                                             mailtls_close_callback close,
+                                             void *userdata);
+
+/*
+ The file descriptor the session uses now in fd mode (it changes when the session
+ retried on a new connection), or -1.
+ */
+int32_t mailtls_session_fd(const mailtls_session *s);
+
+/*
+ Starts the negotiation at `rung` (`MAILTLS_RUNG_*`), with or without SNI, instead
+ of what memory advises: for programs that open the new connection themselves
+ after `MAILTLS_RESULT_RETRY_NEEDED`. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_start_rung(mailtls_session *s, uint32_t rung, bool sni);
+
+/*
+ Tells the session the application will send credentials (AUTH, LOGIN) after the
+ negotiation: under policy may it then never ends in plaintext unless the config
+ allows plaintext authentication.
+ */
+mailtls_result mailtls_session_set_will_authenticate(mailtls_session *s, bool on);
 
 /*
  Runs the client negotiation: greeting, EHLO/LHLO, STARTTLS as the policy says, the

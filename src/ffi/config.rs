@@ -330,6 +330,61 @@ pub extern "C" fn mailtls_config_builder_set_log(
     })
 }
 
+/// Shares an intolerance memory with every session of the config (the config holds
+/// its own reference). NULL removes it. Client role only; a server ignores it.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_memory(
+    b: *mut mailtls_config_builder,
+    memory: *const super::memory::mailtls_memory,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let m = if memory.is_null() { None } else { Some(super::memory::memory_arc(memory)) };
+        builder(b).inner.memory(m);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the most connections one client negotiation may use, retries included
+/// (1..16, default 4). Retries need `mailtls_session_set_connector`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_max_connections(b: *mut mailtls_config_builder, n: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if !(1..=16).contains(&n) {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.max_connections(n);
+        mailtls_result::Ok
+    })
+}
+
+/// Under policy may: whether a session that will send credentials
+/// (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_plaintext_auth(b: *mut mailtls_config_builder, allowed: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        builder(b).inner.plaintext_auth(allowed);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the longest wait for the server's first TLS byte after the ClientHello, in
+/// milliseconds (default 30000): a hang there at the top rung counts as intolerance
+/// of a large hello.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_hello_timeout_ms(b: *mut mailtls_config_builder, ms: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if ms == 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.hello_timeout(Duration::from_millis(ms as u64));
+        mailtls_result::Ok
+    })
+}
+
 /// Checks the settings and builds an immutable config: trust anchors are loaded, a
 /// server certificate and key are parsed and matched (`MAILTLS_RESULT_KEY_MISMATCH`).
 /// On success `*out` holds a new reference; free it with `mailtls_config_free`. The

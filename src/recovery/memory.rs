@@ -484,8 +484,11 @@ impl Memory {
         self.update(key, |r, _| *r = Record::default());
     }
 
-    /// Every record (file and process memory; a store cannot be listed).
-    pub fn list(&self) -> Vec<(Key, Record)> {
+    /// Every record (file and process memory); None for a store, which cannot be listed.
+    pub fn list(&self) -> Option<Vec<(Key, Record)>> {
+        if matches!(&*self.backend.lock(), Backend::Store(_)) {
+            return None;
+        }
         self.refresh();
         let now = self.now();
         let l = *self.lifetimes.lock();
@@ -501,7 +504,7 @@ impl Memory {
             .filter(|(_, r)| !r.is_empty())
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
-        v
+        Some(v)
     }
 
     /// Where to start with a peer.
@@ -698,11 +701,11 @@ mod tests {
             b.record_intolerance(&Key::new(Proto::Smtp, "b.example", i), Rung::Modern, FailureClass::Intolerance);
         }
         let c = Memory::file(&p).unwrap();
-        assert_eq!(c.list().len(), 40, "{:?}", c.problems());
+        assert_eq!(c.list().unwrap().len(), 40, "{:?}", c.problems());
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.starts_with(FILE_MAGIC));
         c.forget(&Key::new(Proto::Smtp, "a.example", 3));
-        assert_eq!(Memory::file(&p).unwrap().list().len(), 39);
+        assert_eq!(Memory::file(&p).unwrap().list().unwrap().len(), 39);
         let _ = std::fs::remove_file(&p);
     }
 
@@ -711,12 +714,12 @@ mod tests {
         let p = tmpfile("bad");
         std::fs::write(&p, b"\x00\x01garbage").unwrap();
         let m = Memory::file(&p).unwrap();
-        assert!(m.list().is_empty());
+        assert!(m.list().unwrap().is_empty());
         assert_eq!(m.problems().len(), 1);
         std::fs::write(&p, format!("{FILE_MAGIC}\nsmtp ok.example 25 pinned@5\nsmtp bad\nsmtp cut.example 25 pinn")).unwrap();
         let m = Memory::file(&p).unwrap();
         m.set_clock(10);
-        assert_eq!(m.list().len(), 1);
+        assert_eq!(m.list().unwrap().len(), 1);
         assert_eq!(m.problems().len(), 2, "{:?}", m.problems());
         // Writing repairs the file.
         m.record_sni_off(&key());
