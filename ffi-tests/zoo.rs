@@ -255,8 +255,10 @@ fn main() {
                 "tls11" => "tls11",
                 "cbc-only" => "alert-40",
                 "flaky" if (n - 1) % arg(1).max(1) == 0 => "reset",
-                // A genuinely TLS 1.3-intolerant server only speaks TLS 1.2 behind its bug.
+                // A genuinely TLS 1.3-intolerant server only speaks TLS 1.2 behind its bug,
+                // and so does one that answers protocol_version to a large hello.
                 "tls12-only" | "reset-tls13" | "alert-tls13" => "serve-tls12",
+                "alert-above" if arg(2) == 70 => "serve-tls12",
                 _ => "serve",
             };
             let desc = match kind {
