@@ -24,56 +24,6 @@
 
 
 /*
- close_notify
- */
-#define CLOSE_NOTIFY 0
-
-/*
- unexpected_message
- */
-#define UNEXPECTED_MESSAGE 10
-
-/*
- bad_record_mac
- */
-#define BAD_RECORD_MAC 20
-
-/*
- handshake_failure
- */
-#define HANDSHAKE_FAILURE 40
-
-/*
- illegal_parameter
- */
-#define ILLEGAL_PARAMETER 47
-
-/*
- decode_error
- */
-#define DECODE_ERROR 50
-
-/*
- protocol_version
- */
-#define PROTOCOL_VERSION 70
-
-/*
- internal_error
- */
-#define INTERNAL_ERROR 80
-
-/*
- inappropriate_fallback
- */
-#define INAPPROPRIATE_FALLBACK 86
-
-/*
- unrecognized_name
- */
-#define UNRECOGNIZED_NAME 112
-
-/*
  A rung of the fallback ladder: one prebuilt ClientHello shape.
  */
 enum mailtls_rung
@@ -656,16 +606,6 @@ typedef int32_t (*mailtls_connect_callback)(void *userdata,
  */
 typedef void (*mailtls_close_callback)(void *userdata, int32_t fd);
 
-/*
- Every rung, top first.
- */
-#define mailtls_rung_ALL { mailtls_rung_Modern, mailtls_rung_Compact, mailtls_rung_Classic, mailtls_rung_Tls12, }
-
-/*
- Every class.
- */
-#define mailtls_failure_class_ALL { mailtls_failure_class_None, mailtls_failure_class_Intolerance, mailtls_failure_class_Incompatible, mailtls_failure_class_Certificate, mailtls_failure_class_Refused, mailtls_failure_class_Network, mailtls_failure_class_Timeout, mailtls_failure_class_Attack, mailtls_failure_class_Other, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -732,8 +672,9 @@ mailtls_result mailtls_config_builder_set_certificate_files(mailtls_config_build
                                                             const char *key_path);
 
 /*
- Generates a self-signed certificate (ECDSA P-256) for `hostname` and sets it as the
- server certificate: the embedded default for demos and tests. When `cert_pem_out`
+ Generates a self-signed certificate (ECDSA P-256) for `hostname` (several names,
+ DNS names or IP addresses, may be given separated by commas: "mx.example,127.0.0.1")
+ and sets it as the server certificate: the embedded default for demos and tests. When `cert_pem_out`
  is not NULL, the certificate's PEM (NUL-terminated) is copied there, so a client
  can be given it as its CA file; `*written` gets its length without the NUL.
  */

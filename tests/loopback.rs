@@ -161,6 +161,8 @@ fn verify_refuses_a_name_mismatch_and_may_records_it() {
     assert_eq!(e.code, Code::CertificateNameMismatch, "{e}");
     assert_eq!(c.report().outcome(), Outcome::Defer);
     assert_eq!(c.report().rfc8460, Some("certificate-host-mismatch"));
+    let seen = c.report().peer_cert.clone().expect("the rejected certificate is in the report");
+    assert_eq!(seen.names, ["localhost"]);
     drop(c);
     let _ = server.join();
 

@@ -169,8 +169,9 @@ pub extern "C" fn mailtls_config_builder_set_certificate_files(
     })
 }
 
-/// Generates a self-signed certificate (ECDSA P-256) for `hostname` and sets it as the
-/// server certificate: the embedded default for demos and tests. When `cert_pem_out`
+/// Generates a self-signed certificate (ECDSA P-256) for `hostname` (several names,
+/// DNS names or IP addresses, may be given separated by commas: "mx.example,127.0.0.1")
+/// and sets it as the server certificate: the embedded default for demos and tests. When `cert_pem_out`
 /// is not NULL, the certificate's PEM (NUL-terminated) is copied there, so a client
 /// can be given it as its CA file; `*written` gets its length without the NUL.
 #[no_mangle]
@@ -189,7 +190,12 @@ pub extern "C" fn mailtls_config_builder_generate_self_signed(
             Ok(_) => return mailtls_result::InvalidParameter,
             Err(e) => return e,
         };
-        let (cert, key) = match crate::tls::server::self_signed(&[host.to_string()]) {
+        let names: Vec<String> =
+            host.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+        if names.is_empty() {
+            return mailtls_result::InvalidParameter;
+        }
+        let (cert, key) = match crate::tls::server::self_signed(&names) {
             Ok(pair) => pair,
             Err(e) => {
                 let code = e.code;

@@ -106,6 +106,7 @@ pub struct Session {
     plaintext_only: bool,
     will_authenticate: bool,
     fallback_reason: Option<Error>,
+    cert_seen: Option<Arc<tls::client::Recorder>>,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -180,6 +181,7 @@ impl Session {
             plaintext_only: false,
             will_authenticate: false,
             fallback_reason: None,
+            cert_seen: None,
         })
     }
 
@@ -823,7 +825,9 @@ impl Session {
         let ctls = self.cfg.client_tls.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no client TLS config"))?;
         let name = ServerName::try_from(self.server_name.clone())
             .map_err(|e| Error::new(Code::InvalidParameter, format!("server name: {e}")))?;
-        let conn = rustls::ClientConnection::new(ctls.config(rung, self.sni), name)
+        let (config, recorder) = ctls.connection_config(rung, self.sni);
+        self.cert_seen = Some(recorder);
+        let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
         self.tls = Some(Connection::Client(conn));
         self.rung = Some(rung);
@@ -915,6 +919,11 @@ impl Session {
             self.report.reason = Some(Code::Ok);
         }
         self.report.outcome = Some(if tls { Outcome::Tls } else { Outcome::Plaintext });
+        if !tls {
+            if let Some(t0) = self.started {
+                self.report.timings.plaintext = t0.elapsed();
+            }
+        }
         self.stage = if tls { Stage::Established } else { Stage::Plain };
         self.record_attempt(Code::Ok, FailureClass::None);
         self.deadline = None;
@@ -964,6 +973,9 @@ impl Session {
         self.report.rfc8460 = tls::rfc8460_result_type(e.code);
         if self.tls.is_some() && self.stage != Stage::Established {
             self.record_tls_facts();
+            if self.report.peer_cert.is_none() {
+                self.report.peer_cert = self.cert_seen.as_ref().and_then(|r| r.seen()).map(|c| tls::certinfo::describe(&c));
+            }
         }
         let class = if self.role == Role::Server { FailureClass::of_dialogue(e.code) } else { FailureClass::of_dialogue(e.code) };
         self.record_attempt(e.code, class);

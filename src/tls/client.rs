@@ -67,6 +67,7 @@ pub struct ClientTls {
     /// The prebuilt config of each rung, with and without SNI; index = rung * 2 + sni_off.
     rungs: Vec<Arc<ClientConfig>>,
     enforce: bool,
+    verifier: Arc<dyn ServerCertVerifier>,
 }
 
 impl ClientTls {
@@ -83,6 +84,9 @@ impl ClientTls {
                         .map_err(|e| Error::new(Code::TrustAnchors, e.to_string()))?,
                 ),
                 Err(e) if enforce => return Err(e),
+                // An explicit CA file must load; the system store is only a bonus
+                // for the report under may and encrypt.
+                Err(e) if matches!(src, TrustSource::CaFile(_)) => return Err(e),
                 Err(_) => None,
             },
             None if enforce => {
@@ -113,12 +117,22 @@ impl ClientTls {
                 rungs.push(Arc::new(cfg));
             }
         }
-        Ok(ClientTls { webpki, rungs, enforce })
+        Ok(ClientTls { webpki, rungs, enforce, verifier })
     }
 
     /// The config for a rung of the ladder, with or without SNI.
     pub fn config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
         self.rungs[rung as usize * 2 + usize::from(!sni)].clone()
+    }
+
+    /// The config of a rung for one connection, with a verifier that also keeps the
+    /// certificate the server presented: a rejected certificate is the one a report
+    /// most needs to show.
+    pub fn connection_config(&self, rung: Rung, sni: bool) -> (Arc<ClientConfig>, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder { inner: self.verifier.clone(), seen: parking_lot::Mutex::new(None) });
+        let mut cfg = (*self.config(rung, sni)).clone();
+        cfg.dangerous().set_certificate_verifier(recorder.clone());
+        (Arc::new(cfg), recorder)
     }
 
     /// Whether the handshake itself enforces chain and name.
@@ -181,5 +195,63 @@ impl ServerCertVerifier for RecordOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Wraps the policy's verifier and keeps the end-entity certificate it was shown.
+#[derive(Debug)]
+pub struct Recorder {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: parking_lot::Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl Recorder {
+    /// The end-entity certificate the server presented, if it got that far.
+    pub fn seen(&self) -> Option<CertificateDer<'static>> {
+        self.seen.lock().clone()
+    }
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock() = Some(end_entity.clone().into_owned());
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
     }
 }
