@@ -219,19 +219,19 @@ enum mailtls_result
   /*
    The server did not offer STARTTLS and the policy requires TLS.
    */
-  MAILTLS_RESULT_START_TLS_NOT_OFFERED = 405,
+  MAILTLS_RESULT_STARTTLS_NOT_OFFERED = 405,
   /*
    The server refused STARTTLS with a temporary error (for example 454).
    */
-  MAILTLS_RESULT_START_TLS_REFUSED_TEMPORARY = 406,
+  MAILTLS_RESULT_STARTTLS_REFUSED_TEMPORARY = 406,
   /*
    The server refused STARTTLS with a permanent error (for example 554).
    */
-  MAILTLS_RESULT_START_TLS_REFUSED_PERMANENT = 407,
+  MAILTLS_RESULT_STARTTLS_REFUSED_PERMANENT = 407,
   /*
    The server answered STARTTLS with something that is not a go (for example 250 or 354).
    */
-  MAILTLS_RESULT_START_TLS_BAD_REPLY = 408,
+  MAILTLS_RESULT_STARTTLS_BAD_REPLY = 408,
   /*
    Bytes arrived after the server's go reply and before the TLS handshake: reply injection.
    */

@@ -66,13 +66,13 @@ pub enum Code {
     /// The server's greeting refused the session (for example SMTP 554).
     GreetingRefused = 404,
     /// The server did not offer STARTTLS and the policy requires TLS.
-    StartTlsNotOffered = 405,
+    StarttlsNotOffered = 405,
     /// The server refused STARTTLS with a temporary error (for example 454).
-    StartTlsRefusedTemporary = 406,
+    StarttlsRefusedTemporary = 406,
     /// The server refused STARTTLS with a permanent error (for example 554).
-    StartTlsRefusedPermanent = 407,
+    StarttlsRefusedPermanent = 407,
     /// The server answered STARTTLS with something that is not a go (for example 250 or 354).
-    StartTlsBadReply = 408,
+    StarttlsBadReply = 408,
     /// Bytes arrived after the server's go reply and before the TLS handshake: reply injection.
     ReplyInjection = 409,
     /// Plaintext commands were pipelined after a client's STARTTLS: command injection.
@@ -126,8 +126,8 @@ impl Code {
         Code::NoCertificate, Code::TlsConfig,
         Code::Io, Code::Timeout, Code::PeerClosed, Code::Connect,
         Code::Protocol, Code::LineTooLong, Code::TooManyLines, Code::TooMuchData,
-        Code::GreetingRefused, Code::StartTlsNotOffered, Code::StartTlsRefusedTemporary,
-        Code::StartTlsRefusedPermanent, Code::StartTlsBadReply, Code::ReplyInjection,
+        Code::GreetingRefused, Code::StarttlsNotOffered, Code::StarttlsRefusedTemporary,
+        Code::StarttlsRefusedPermanent, Code::StarttlsBadReply, Code::ReplyInjection,
         Code::CommandInjection, Code::CapabilityRefused,
         Code::TlsHandshake, Code::CertificateNameMismatch, Code::CertificateUntrusted,
         Code::CertificateExpired, Code::CertificateInvalid, Code::TlsAlertReceived,
@@ -169,10 +169,10 @@ impl Code {
             Code::TooManyLines => "reply from the peer has too many lines",
             Code::TooMuchData => "too much plaintext from the peer before TLS",
             Code::GreetingRefused => "the server refused the session in its greeting",
-            Code::StartTlsNotOffered => "STARTTLS not offered",
-            Code::StartTlsRefusedTemporary => "STARTTLS refused (temporary)",
-            Code::StartTlsRefusedPermanent => "STARTTLS refused (permanent)",
-            Code::StartTlsBadReply => "the reply to STARTTLS is not a go",
+            Code::StarttlsNotOffered => "STARTTLS not offered",
+            Code::StarttlsRefusedTemporary => "STARTTLS refused (temporary)",
+            Code::StarttlsRefusedPermanent => "STARTTLS refused (permanent)",
+            Code::StarttlsBadReply => "the reply to STARTTLS is not a go",
             Code::ReplyInjection => "reply injection: bytes after the go reply",
             Code::CommandInjection => "command injection: commands pipelined after STARTTLS",
             Code::CapabilityRefused => "the capability query was refused",
@@ -222,10 +222,10 @@ impl Code {
             Code::TooManyLines => "too-many-lines",
             Code::TooMuchData => "too-much-data",
             Code::GreetingRefused => "greeting-refused",
-            Code::StartTlsNotOffered => "starttls-not-offered",
-            Code::StartTlsRefusedTemporary => "starttls-refused-temporary",
-            Code::StartTlsRefusedPermanent => "starttls-refused-permanent",
-            Code::StartTlsBadReply => "starttls-bad-reply",
+            Code::StarttlsNotOffered => "starttls-not-offered",
+            Code::StarttlsRefusedTemporary => "starttls-refused-temporary",
+            Code::StarttlsRefusedPermanent => "starttls-refused-permanent",
+            Code::StarttlsBadReply => "starttls-bad-reply",
             Code::ReplyInjection => "reply-injection",
             Code::CommandInjection => "command-injection",
             Code::CapabilityRefused => "capability-refused",

@@ -206,7 +206,7 @@ fn pipelined_command_after_starttls_is_discarded_not_executed() {
 
 #[test]
 fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
-    for (policy, want) in [(Policy::May, Ok(Outcome::Plaintext)), (Policy::Encrypt, Err(Code::StartTlsNotOffered))] {
+    for (policy, want) in [(Policy::May, Ok(Outcome::Plaintext)), (Policy::Encrypt, Err(Code::StarttlsNotOffered))] {
         let (a, mut b) = UnixStream::pair().unwrap();
         let peer = thread::spawn(move || {
             b.write_all(b"220 plain\r\n").unwrap();
@@ -228,7 +228,7 @@ fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
             Ok(o) => {
                 r.unwrap();
                 assert_eq!(c.report().outcome(), o);
-                assert_eq!(c.report().reason, Some(Code::StartTlsNotOffered));
+                assert_eq!(c.report().reason, Some(Code::StarttlsNotOffered));
                 assert_eq!(c.report().capabilities, ["SIZE 100"]);
                 drop(c);
                 assert_eq!(peer.join().unwrap(), "");

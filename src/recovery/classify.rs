@@ -52,8 +52,8 @@ pub fn classify(f: &Facts<'_>) -> FailureClass {
         }
         Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected | Code::DowngradeSuspected
         | Code::StrippingSuspected => return C::Attack,
-        Code::StartTlsNotOffered | Code::StartTlsRefusedTemporary | Code::StartTlsRefusedPermanent
-        | Code::StartTlsBadReply => return C::Refused,
+        Code::StarttlsNotOffered | Code::StarttlsRefusedTemporary | Code::StarttlsRefusedPermanent
+        | Code::StarttlsBadReply => return C::Refused,
         Code::Connect => return C::Network,
         _ => {}
     }
@@ -177,7 +177,7 @@ mod tests {
             (Code::CertificateUntrusted, FailureClass::Certificate),
             (Code::DowngradeDetected, FailureClass::Attack),
             (Code::ReplyInjection, FailureClass::Attack),
-            (Code::StartTlsRefusedTemporary, FailureClass::Refused),
+            (Code::StarttlsRefusedTemporary, FailureClass::Refused),
             (Code::Connect, FailureClass::Network),
         ] {
             let f = facts(code, Rung::Modern, &fl);

@@ -129,10 +129,10 @@ impl FailureClass {
             | Code::CertificateUntrusted
             | Code::CertificateExpired
             | Code::CertificateInvalid => FailureClass::Certificate,
-            Code::StartTlsNotOffered
-            | Code::StartTlsRefusedTemporary
-            | Code::StartTlsRefusedPermanent
-            | Code::StartTlsBadReply => FailureClass::Refused,
+            Code::StarttlsNotOffered
+            | Code::StarttlsRefusedTemporary
+            | Code::StarttlsRefusedPermanent
+            | Code::StarttlsBadReply => FailureClass::Refused,
             Code::ReplyInjection
             | Code::CommandInjection
             | Code::DowngradeDetected

@@ -778,19 +778,19 @@ impl Session {
             (Policy::May, false) => {
                 if self.will_authenticate && !self.cfg.plaintext_auth {
                     return Err(Error::new(
-                        Code::StartTlsNotOffered,
+                        Code::StarttlsNotOffered,
                         "STARTTLS not offered and credentials must not be sent in clear",
                     ));
                 }
-                self.report.reason = Some(Code::StartTlsNotOffered);
-                self.report.rfc8460 = tls::rfc8460_result_type(Code::StartTlsNotOffered);
+                self.report.reason = Some(Code::StarttlsNotOffered);
+                self.report.rfc8460 = tls::rfc8460_result_type(Code::StarttlsNotOffered);
                 self.report.detail = "STARTTLS not offered; plaintext as policy may allows".into();
                 self.log(LogLevel::Warn, "STARTTLS not offered: going on in plaintext (policy may)");
                 self.dialogue.as_mut().expect("dialogue").finish_plain();
             }
             (_, false) => {
                 return Err(Error::new(
-                    Code::StartTlsNotOffered,
+                    Code::StarttlsNotOffered,
                     format!("STARTTLS not offered and policy {} requires TLS", policy.name()),
                 ))
             }
@@ -801,7 +801,7 @@ impl Session {
     fn refused(&mut self, e: Error) -> Result<()> {
         // A 250 or 354 to STARTTLS leaves the server in an unknown state (a 354 even
         // means it now reads a message body): never go on, whatever the policy.
-        if self.cfg.policy == Policy::May && e.code != Code::StartTlsBadReply {
+        if self.cfg.policy == Policy::May && e.code != Code::StarttlsBadReply {
             if self.pinned {
                 self.memo("pinned peer refused STARTTLS: no plaintext".into());
                 return Err(Error::new(e.code, format!("{} (a pinned peer: no plaintext)", e.detail)));
@@ -945,7 +945,7 @@ impl Session {
     /// Ends the negotiation with an error: outcome, report, log, last error.
     fn fail(&mut self, e: Error) -> Error {
         let outcome = match (self.role, e.code) {
-            (Role::Client, Code::StartTlsRefusedPermanent) => Outcome::Fail,
+            (Role::Client, Code::StarttlsRefusedPermanent) => Outcome::Fail,
             (Role::Client, _) => Outcome::Defer,
             (Role::Server, _) => Outcome::Fail,
         };
@@ -954,9 +954,9 @@ impl Session {
             && self.stage == Stage::Dialogue
             && matches!(
                 e.code,
-                Code::StartTlsNotOffered
-                    | Code::StartTlsRefusedTemporary
-                    | Code::StartTlsRefusedPermanent
+                Code::StarttlsNotOffered
+                    | Code::StarttlsRefusedTemporary
+                    | Code::StarttlsRefusedPermanent
                     | Code::GreetingRefused
                     | Code::CapabilityRefused
                     | Code::StrippingSuspected

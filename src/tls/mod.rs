@@ -35,13 +35,13 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
 /// The RFC 8460 (TLS-RPT) result type that fits a failure code, where one does.
 pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
     Some(match code {
-        Code::StartTlsNotOffered | Code::StartTlsRefusedTemporary | Code::StartTlsRefusedPermanent => {
+        Code::StarttlsNotOffered | Code::StarttlsRefusedTemporary | Code::StarttlsRefusedPermanent => {
             "starttls-not-supported"
         }
         Code::CertificateNameMismatch => "certificate-host-mismatch",
         Code::CertificateUntrusted => "certificate-not-trusted",
         Code::CertificateExpired => "certificate-expired",
-        Code::StartTlsBadReply
+        Code::StarttlsBadReply
         | Code::ReplyInjection
         | Code::TlsHandshake
         | Code::TlsAlertReceived
