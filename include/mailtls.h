@@ -57,6 +57,59 @@ typedef uint32_t mailtls_rung;
 #endif // __cplusplus
 
 /*
+ The class of a failed attempt, from what was seen on the wire.
+ */
+enum mailtls_failure_class
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   The attempt did not fail.
+   */
+  MAILTLS_FAILURE_CLASS_NONE = 0,
+  /*
+   The peer choked on the hello (alert, reset or EOF before any ServerHello).
+   */
+  MAILTLS_FAILURE_CLASS_INTOLERANCE = 1,
+  /*
+   The peer speaks only what rustls will not (old versions, CBC, RSA key exchange).
+   */
+  MAILTLS_FAILURE_CLASS_INCOMPATIBLE = 2,
+  /*
+   The certificate failed verification.
+   */
+  MAILTLS_FAILURE_CLASS_CERTIFICATE = 3,
+  /*
+   STARTTLS was refused or not offered.
+   */
+  MAILTLS_FAILURE_CLASS_REFUSED = 4,
+  /*
+   Connection-level failure (connect, reset after the handshake).
+   */
+  MAILTLS_FAILURE_CLASS_NETWORK = 5,
+  /*
+   A step timed out.
+   */
+  MAILTLS_FAILURE_CLASS_TIMEOUT = 6,
+  /*
+   Signs of an active attacker: injection, downgrade sentinel, stripping.
+   */
+  MAILTLS_FAILURE_CLASS_ATTACK = 7,
+  /*
+   Anything else: a protocol error, a local limit.
+   */
+  MAILTLS_FAILURE_CLASS_OTHER = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mailtls_failure_class mailtls_failure_class;
+#else
+typedef uint32_t mailtls_failure_class;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
  A stable result code: what the C side sees as `mailtls_result`.
 
  Ranges: 0-99 progress, 100-199 caller errors, 200-299 configuration, 300-399 I/O,
@@ -166,19 +219,19 @@ enum mailtls_result
   /*
    The server did not offer STARTTLS and the policy requires TLS.
    */
-  MAILTLS_RESULT_START_TLS_NOT_OFFERED = 405,
+  MAILTLS_RESULT_STARTTLS_NOT_OFFERED = 405,
   /*
    The server refused STARTTLS with a temporary error (for example 454).
    */
-  MAILTLS_RESULT_START_TLS_REFUSED_TEMPORARY = 406,
+  MAILTLS_RESULT_STARTTLS_REFUSED_TEMPORARY = 406,
   /*
    The server refused STARTTLS with a permanent error (for example 554).
    */
-  MAILTLS_RESULT_START_TLS_REFUSED_PERMANENT = 407,
+  MAILTLS_RESULT_STARTTLS_REFUSED_PERMANENT = 407,
   /*
    The server answered STARTTLS with something that is not a go (for example 250 or 354).
    */
-  MAILTLS_RESULT_START_TLS_BAD_REPLY = 408,
+  MAILTLS_RESULT_STARTTLS_BAD_REPLY = 408,
   /*
    Bytes arrived after the server's go reply and before the TLS handshake: reply injection.
    */
@@ -223,6 +276,23 @@ enum mailtls_result
    The server signalled a TLS version downgrade (RFC 8446 section 4.1.3 sentinel).
    */
   MAILTLS_RESULT_DOWNGRADE_DETECTED = 507,
+  /*
+   A fallback was refused: the peer accepted this hello recently (possible active attack).
+   */
+  MAILTLS_RESULT_DOWNGRADE_SUSPECTED = 508,
+  /*
+   A peer that negotiated TLS before no longer offers STARTTLS (possible stripping).
+   */
+  MAILTLS_RESULT_STRIPPING_SUSPECTED = 509,
+  /*
+   Every rung of the fallback ladder failed.
+   */
+  MAILTLS_RESULT_LADDER_EXHAUSTED = 510,
+  /*
+   The handshake failed in a way a more conservative hello may avoid: retry on a new
+   connection with the rung the report names.
+   */
+  MAILTLS_RESULT_RETRY_NEEDED = 511,
   /*
    STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
    */
@@ -444,59 +514,6 @@ typedef uint32_t mailtls_injection_action;
 #endif // __cplusplus
 
 /*
- The class of a failed attempt, from what was seen on the wire.
- */
-enum mailtls_failure_class
-#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
-  : uint32_t
-#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
- {
-  /*
-   The attempt did not fail.
-   */
-  MAILTLS_FAILURE_CLASS_NONE = 0,
-  /*
-   The peer choked on the hello (alert, reset or EOF before any ServerHello).
-   */
-  MAILTLS_FAILURE_CLASS_INTOLERANCE = 1,
-  /*
-   The peer speaks only what rustls will not (old versions, CBC, RSA key exchange).
-   */
-  MAILTLS_FAILURE_CLASS_INCOMPATIBLE = 2,
-  /*
-   The certificate failed verification.
-   */
-  MAILTLS_FAILURE_CLASS_CERTIFICATE = 3,
-  /*
-   STARTTLS was refused or not offered.
-   */
-  MAILTLS_FAILURE_CLASS_REFUSED = 4,
-  /*
-   Connection-level failure (connect, reset after the handshake).
-   */
-  MAILTLS_FAILURE_CLASS_NETWORK = 5,
-  /*
-   A step timed out.
-   */
-  MAILTLS_FAILURE_CLASS_TIMEOUT = 6,
-  /*
-   Signs of an active attacker: injection, downgrade sentinel, stripping.
-   */
-  MAILTLS_FAILURE_CLASS_ATTACK = 7,
-  /*
-   Anything else: a protocol error, a local limit.
-   */
-  MAILTLS_FAILURE_CLASS_OTHER = 8,
-};
-#ifndef __cplusplus
-#if __STDC_VERSION__ >= 202311L
-typedef enum mailtls_failure_class mailtls_failure_class;
-#else
-typedef uint32_t mailtls_failure_class;
-#endif // __STDC_VERSION__ >= 202311L
-#endif // __cplusplus
-
-/*
  A built, immutable, reference-counted config (opaque).
  */
 typedef struct mailtls_config mailtls_config;
@@ -505,6 +522,12 @@ typedef struct mailtls_config mailtls_config;
  A config under construction (opaque).
  */
 typedef struct mailtls_config_builder mailtls_config_builder;
+
+/*
+ The intolerance memory (opaque, shared, reference counted): what each peer
+ tolerated and failed on, and whether it ever did TLS.
+ */
+typedef struct mailtls_memory mailtls_memory;
 
 /*
  A negotiation's report (opaque, owned by its session).
@@ -522,6 +545,31 @@ typedef struct mailtls_session mailtls_session;
  thread that uses a session of the config.
  */
 typedef void (*mailtls_log_callback)(void *userdata, uint32_t level, const char *message);
+
+/*
+ Store callback: copy the record text for `key` (NUL-terminated) into `buf` of `len`
+ bytes and return 0, or return `ENOENT` when there is none (any other errno counts
+ as none and is reported).
+ */
+typedef int32_t (*mailtls_store_get_callback)(void *userdata,
+                                              const char *key,
+                                              char *buf,
+                                              uintptr_t len);
+
+/*
+ Store callback: keep `value` for `key`; return 0 or an errno.
+ */
+typedef int32_t (*mailtls_store_put_callback)(void *userdata, const char *key, const char *value);
+
+/*
+ Store callback: delete `key`; return 0 or an errno.
+ */
+typedef int32_t (*mailtls_store_delete_callback)(void *userdata, const char *key);
+
+/*
+ List callback: one record line (`smtp mx.example.org 25 tolerant=compact@1700000000 ...`).
+ */
+typedef void (*mailtls_memory_list_callback)(void *userdata, const char *line);
 
 /*
  Reads up to `len` bytes into `buf`; stores the count in `*out_n` and returns 0, or
@@ -543,9 +591,20 @@ typedef int32_t (*mailtls_write_callback)(void *userdata,
                                           uintptr_t *out_n);
 
 /*
- Every rung, top first.
+ Opens a new connection for the client's retries: `host` and `port` are the
+ session's. Return 0 or an errno. In fd mode store the new connected socket in
+ `*out_fd`; with I/O callbacks, make them use the new connection from now on.
  */
-#define mailtls_rung_ALL { mailtls_rung_Modern, mailtls_rung_Compact, mailtls_rung_Classic, mailtls_rung_Tls12, }
+typedef int32_t (*mailtls_connect_callback)(void *userdata,
+                                            const char *host,
+                                            uint16_t port,
+                                            int32_t *out_fd);
+
+/*
+ The session is done with a connection: close it. `fd` is the connection's file
+ descriptor in fd mode (-1 with I/O callbacks).
+ */
+typedef void (*mailtls_close_callback)(void *userdata, int32_t fd);
 
 #ifdef __cplusplus
 extern "C" {
@@ -613,8 +672,9 @@ mailtls_result mailtls_config_builder_set_certificate_files(mailtls_config_build
                                                             const char *key_path);
 
 /*
- Generates a self-signed certificate (ECDSA P-256) for `hostname` and sets it as the
- server certificate: the embedded default for demos and tests. When `cert_pem_out`
+ Generates a self-signed certificate (ECDSA P-256) for `hostname` (several names,
+ DNS names or IP addresses, may be given separated by commas: "mx.example,127.0.0.1")
+ and sets it as the server certificate: the embedded default for demos and tests. When `cert_pem_out`
  is not NULL, the certificate's PEM (NUL-terminated) is copied there, so a client
  can be given it as its CA file; `*written` gets its length without the NUL.
  */
@@ -671,6 +731,32 @@ mailtls_result mailtls_config_builder_set_log(mailtls_config_builder *b,
                                               uint32_t level);
 
 /*
+ Shares an intolerance memory with every session of the config (the config holds
+ its own reference). NULL removes it. Client role only; a server ignores it.
+ */
+mailtls_result mailtls_config_builder_set_memory(mailtls_config_builder *b,
+                                                 const mailtls_memory *memory);
+
+/*
+ Sets the most connections one client negotiation may use, retries included
+ (1..16, default 4). Retries need `mailtls_session_set_connector`.
+ */
+mailtls_result mailtls_config_builder_set_max_connections(mailtls_config_builder *b, uint32_t n);
+
+/*
+ Under policy may: whether a session that will send credentials
+ (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+ */
+mailtls_result mailtls_config_builder_set_plaintext_auth(mailtls_config_builder *b, bool allowed);
+
+/*
+ Sets the longest wait for the server's first TLS byte after the ClientHello, in
+ milliseconds (default 30000): a hang there at the top rung counts as intolerance
+ of a large hello.
+ */
+mailtls_result mailtls_config_builder_set_hello_timeout_ms(mailtls_config_builder *b, uint32_t ms);
+
+/*
  Checks the settings and builds an immutable config: trust anchors are loaded, a
  server certificate and key are parsed and matched (`MAILTLS_RESULT_KEY_MISMATCH`).
  On success `*out` holds a new reference; free it with `mailtls_config_free`. The
@@ -697,6 +783,94 @@ bool mailtls_config_server_tls_ready(const mailtls_config *cfg);
  NULL is a no-op.
  */
 void mailtls_config_free(const mailtls_config *cfg);
+
+/*
+ Creates a memory that lives as long as the process (and its last reference).
+ Free with `mailtls_memory_free`.
+ */
+mailtls_result mailtls_memory_new(const mailtls_memory **out);
+
+/*
+ Creates a memory persisted in the file `path`, which several processes may share
+ (each change is merged under an exclusive lock and written by atomic rename). A
+ missing file is created on the first change; a corrupt, truncated or foreign file
+ is not an error: what cannot be read is ignored and reported by
+ `mailtls_memory_problems`.
+ */
+mailtls_result mailtls_memory_open_file(const char *path, const mailtls_memory **out);
+
+/*
+ Creates a memory kept in the application's own store through three callbacks
+ (keys look like `smtp mx.example.org 25`, values are the record's text fields).
+ `userdata` is passed on every call, from any thread using the memory, and must
+ outlive the memory.
+ */
+mailtls_result mailtls_memory_new_store(mailtls_store_get_callback get,
+                                        mailtls_store_put_callback put,
+                                        mailtls_store_delete_callback delete_,
+                                        void *userdata,
+                                        const mailtls_memory **out);
+
+/*
+ Drops the caller's reference; the memory goes when no config uses it. NULL is a no-op.
+ */
+void mailtls_memory_free(const mailtls_memory *m);
+
+/*
+ Fixes the memory's clock at `unix_seconds` (for tests of expiry and re-probe);
+ 0 returns to the system clock.
+ */
+mailtls_result mailtls_memory_set_clock(const mailtls_memory *m, uint64_t unix_seconds);
+
+/*
+ Sets the lifetimes in seconds: intolerance (default 604800, 7 days), the re-probe
+ interval of the top rung for an intolerant peer (86400), tolerance and pins
+ (5184000, 60 days). A 0 keeps that value.
+ */
+mailtls_result mailtls_memory_set_lifetimes(const mailtls_memory *m,
+                                            uint64_t intolerance_s,
+                                            uint64_t reprobe_s,
+                                            uint64_t tolerance_s);
+
+/*
+ Copies the record of (proto, host, port) as text fields into `buf` (NUL-terminated;
+ "" when nothing is known): `tolerant=RUNG@TIME`, `intolerant=RUNG@LAST,CLASS,COUNT,FIRST`,
+ `sni-off@TIME`, `pinned@TIME`, `pq=yes|no`, `tls13@TIME`; expired facts are left out.
+ */
+mailtls_result mailtls_memory_lookup(const mailtls_memory *m,
+                                     uint32_t proto,
+                                     const char *host,
+                                     uint16_t port,
+                                     char *buf,
+                                     uintptr_t len,
+                                     uintptr_t *written);
+
+/*
+ Forgets everything about (proto, host, port), in the file or store too.
+ */
+mailtls_result mailtls_memory_forget(const mailtls_memory *m,
+                                     uint32_t proto,
+                                     const char *host,
+                                     uint16_t port);
+
+/*
+ Calls `cb` once per known peer with its record line, sorted by key, and stores the
+ count in `*count` (when not NULL). A memory on an application store cannot be
+ listed: `MAILTLS_RESULT_UNSUPPORTED`.
+ */
+mailtls_result mailtls_memory_list(const mailtls_memory *m,
+                                   mailtls_memory_list_callback cb,
+                                   void *userdata,
+                                   uintptr_t *count);
+
+/*
+ Copies the problems met reading the file or store (corrupt or foreign file,
+ truncated or bad lines, write failures), one per line, into `buf`; "" when none.
+ */
+mailtls_result mailtls_memory_problems(const mailtls_memory *m,
+                                       char *buf,
+                                       uintptr_t len,
+                                       uintptr_t *written);
 
 /*
  The outcome: `MAILTLS_OUTCOME_PENDING`, `_TLS`, `_PLAINTEXT`, `_DEFER` or `_FAIL`.
@@ -833,6 +1007,37 @@ const char *mailtls_report_json(const mailtls_report *r);
 const char *mailtls_outcome_name(uint32_t outcome);
 
 /*
+ The rung to start at on a new connection after `MAILTLS_RESULT_RETRY_NEEDED`
+ (`MAILTLS_RUNG_*`), or -1.
+ */
+int32_t mailtls_report_retry_rung(const mailtls_report *r);
+
+/*
+ Whether the retry after `MAILTLS_RESULT_RETRY_NEEDED` should leave SNI out.
+ */
+bool mailtls_report_retry_without_sni(const mailtls_report *r);
+
+/*
+ How many memory events (used, recorded, pinned, suspected downgrade) the report holds.
+ */
+uintptr_t mailtls_report_memory_event_count(const mailtls_report *r);
+
+/*
+ Memory event number `i`, a sentence, or NULL when out of range.
+ */
+const char *mailtls_report_memory_event(const mailtls_report *r, uintptr_t i);
+
+/*
+ The name of a rung ("modern", "compact", "classic", "tls12"), or NULL; static.
+ */
+const char *mailtls_rung_name(uint32_t rung);
+
+/*
+ The name of a failure class ("intolerance", "incompatible", ...), or NULL; static.
+ */
+const char *mailtls_failure_class_name(uint32_t class_);
+
+/*
  Creates a client session for `host` and `port` with protocol `proto`
  (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
  `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
@@ -885,6 +1090,40 @@ mailtls_result mailtls_session_set_io(mailtls_session *s,
  the convenience mode for simple blocking programs. The fd stays the caller's.
  */
 mailtls_result mailtls_session_set_fd(mailtls_session *s, int32_t fd);
+
+/*
+ Lets the client retry by itself: after a failed first flight that looks like
+ intolerance it calls `close` on the connection it gives up (the caller's first one
+ too) and `connect` for a new one, at most the config's max connections in all
+ (the fallback ladder; under policy may also the plaintext retry). The connection
+ in use at the end stays the caller's (`mailtls_session_fd`). Without a connector a
+ negotiation that needs a new connection ends with `MAILTLS_RESULT_RETRY_NEEDED`
+ and the report names the rung to start at (`mailtls_report_retry_rung`).
+ */
+mailtls_result mailtls_session_set_connector(mailtls_session *s,
+                                             mailtls_connect_callback connect,
+                                             mailtls_close_callback close,
+                                             void *userdata);
+
+/*
+ The file descriptor the session uses now in fd mode (it changes when the session
+ retried on a new connection), or -1.
+ */
+int32_t mailtls_session_fd(const mailtls_session *s);
+
+/*
+ Starts the negotiation at `rung` (`MAILTLS_RUNG_*`), with or without SNI, instead
+ of what memory advises: for programs that open the new connection themselves
+ after `MAILTLS_RESULT_RETRY_NEEDED`. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_start_rung(mailtls_session *s, uint32_t rung, bool sni);
+
+/*
+ Tells the session the application will send credentials (AUTH, LOGIN) after the
+ negotiation: under policy may it then never ends in plaintext unless the config
+ allows plaintext authentication.
+ */
+mailtls_result mailtls_session_set_will_authenticate(mailtls_session *s, bool on);
 
 /*
  Runs the client negotiation: greeting, EHLO/LHLO, STARTTLS as the policy says, the

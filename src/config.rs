@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Code, Error, Result};
 use crate::protocol::Limits;
+use crate::recovery::memory::Memory;
 use crate::tls::client::{ClientTls, TrustSource};
 
 /// Which side of the connection a config is for.
@@ -123,6 +124,15 @@ pub struct Config {
     pub injection: InjectionAction,
     /// Where log lines go, and from which level on.
     pub log: Option<(LogFn, LogLevel)>,
+    /// The intolerance memory shared by the config's sessions.
+    pub memory: Option<Arc<Memory>>,
+    /// Most connections one client negotiation may use (the ladder's bound).
+    pub max_connections: u32,
+    /// Whether plaintext may carry credentials under policy may.
+    pub plaintext_auth: bool,
+    /// Longest wait for the server's first TLS byte before the top rung counts as
+    /// timed out (a hang on a large hello).
+    pub hello_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -152,6 +162,10 @@ pub struct ConfigBuilder {
     require_tls: bool,
     injection: InjectionAction,
     log: Option<(LogFn, LogLevel)>,
+    memory: Option<Arc<Memory>>,
+    max_connections: u32,
+    plaintext_auth: bool,
+    hello_timeout: Duration,
 }
 
 impl ConfigBuilder {
@@ -170,7 +184,35 @@ impl ConfigBuilder {
             require_tls: false,
             injection: InjectionAction::Discard,
             log: None,
+            memory: None,
+            max_connections: 4,
+            plaintext_auth: false,
+            hello_timeout: Duration::from_secs(30),
         }
+    }
+
+    /// Shares an intolerance memory with the config's sessions.
+    pub fn memory(&mut self, m: Option<Arc<Memory>>) -> &mut Self {
+        self.memory = m;
+        self
+    }
+
+    /// Sets the most connections one negotiation may use (1..=16; default 4).
+    pub fn max_connections(&mut self, n: u32) -> &mut Self {
+        self.max_connections = n;
+        self
+    }
+
+    /// Allows credentials over plaintext under policy may (default: no).
+    pub fn plaintext_auth(&mut self, on: bool) -> &mut Self {
+        self.plaintext_auth = on;
+        self
+    }
+
+    /// Sets the wait for the server's first TLS byte (default 30 s).
+    pub fn hello_timeout(&mut self, d: Duration) -> &mut Self {
+        self.hello_timeout = d;
+        self
     }
 
     /// Sets the client policy.
@@ -235,6 +277,9 @@ impl ConfigBuilder {
 
     /// Checks everything and builds the immutable config.
     pub fn build(&self) -> Result<Arc<Config>> {
+        if !(1..=16).contains(&self.max_connections) {
+            return Err(Error::new(Code::InvalidParameter, "max connections must be 1..16"));
+        }
         if self.limits.max_line < 64 || self.limits.max_reply_lines == 0 || self.limits.max_pretls_bytes < 512 {
             return Err(Error::new(Code::InvalidParameter, "limits too small (line >= 64, lines >= 1, bytes >= 512)"));
         }
@@ -267,6 +312,10 @@ impl ConfigBuilder {
             require_tls: self.require_tls,
             injection: self.injection,
             log: self.log.clone(),
+            memory: self.memory.clone(),
+            max_connections: self.max_connections,
+            plaintext_auth: self.plaintext_auth,
+            hello_timeout: self.hello_timeout,
         }))
     }
 }

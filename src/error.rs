@@ -66,13 +66,13 @@ pub enum Code {
     /// The server's greeting refused the session (for example SMTP 554).
     GreetingRefused = 404,
     /// The server did not offer STARTTLS and the policy requires TLS.
-    StartTlsNotOffered = 405,
+    StarttlsNotOffered = 405,
     /// The server refused STARTTLS with a temporary error (for example 454).
-    StartTlsRefusedTemporary = 406,
+    StarttlsRefusedTemporary = 406,
     /// The server refused STARTTLS with a permanent error (for example 554).
-    StartTlsRefusedPermanent = 407,
+    StarttlsRefusedPermanent = 407,
     /// The server answered STARTTLS with something that is not a go (for example 250 or 354).
-    StartTlsBadReply = 408,
+    StarttlsBadReply = 408,
     /// Bytes arrived after the server's go reply and before the TLS handshake: reply injection.
     ReplyInjection = 409,
     /// Plaintext commands were pipelined after a client's STARTTLS: command injection.
@@ -96,6 +96,15 @@ pub enum Code {
     TlsRecord = 506,
     /// The server signalled a TLS version downgrade (RFC 8446 section 4.1.3 sentinel).
     DowngradeDetected = 507,
+    /// A fallback was refused: the peer accepted this hello recently (possible active attack).
+    DowngradeSuspected = 508,
+    /// A peer that negotiated TLS before no longer offers STARTTLS (possible stripping).
+    StrippingSuspected = 509,
+    /// Every rung of the fallback ladder failed.
+    LadderExhausted = 510,
+    /// The handshake failed in a way a more conservative hello may avoid: retry on a new
+    /// connection with the rung the report names.
+    RetryNeeded = 511,
 
     /// STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
     TlsUnavailable = 600,
@@ -117,12 +126,13 @@ impl Code {
         Code::NoCertificate, Code::TlsConfig,
         Code::Io, Code::Timeout, Code::PeerClosed, Code::Connect,
         Code::Protocol, Code::LineTooLong, Code::TooManyLines, Code::TooMuchData,
-        Code::GreetingRefused, Code::StartTlsNotOffered, Code::StartTlsRefusedTemporary,
-        Code::StartTlsRefusedPermanent, Code::StartTlsBadReply, Code::ReplyInjection,
+        Code::GreetingRefused, Code::StarttlsNotOffered, Code::StarttlsRefusedTemporary,
+        Code::StarttlsRefusedPermanent, Code::StarttlsBadReply, Code::ReplyInjection,
         Code::CommandInjection, Code::CapabilityRefused,
         Code::TlsHandshake, Code::CertificateNameMismatch, Code::CertificateUntrusted,
         Code::CertificateExpired, Code::CertificateInvalid, Code::TlsAlertReceived,
-        Code::TlsRecord, Code::DowngradeDetected,
+        Code::TlsRecord, Code::DowngradeDetected, Code::DowngradeSuspected, Code::StrippingSuspected,
+        Code::LadderExhausted, Code::RetryNeeded,
         Code::TlsUnavailable, Code::TlsAlreadyActive, Code::TlsRequired,
         Code::StateResetRequired,
     ];
@@ -159,10 +169,10 @@ impl Code {
             Code::TooManyLines => "reply from the peer has too many lines",
             Code::TooMuchData => "too much plaintext from the peer before TLS",
             Code::GreetingRefused => "the server refused the session in its greeting",
-            Code::StartTlsNotOffered => "STARTTLS not offered",
-            Code::StartTlsRefusedTemporary => "STARTTLS refused (temporary)",
-            Code::StartTlsRefusedPermanent => "STARTTLS refused (permanent)",
-            Code::StartTlsBadReply => "the reply to STARTTLS is not a go",
+            Code::StarttlsNotOffered => "STARTTLS not offered",
+            Code::StarttlsRefusedTemporary => "STARTTLS refused (temporary)",
+            Code::StarttlsRefusedPermanent => "STARTTLS refused (permanent)",
+            Code::StarttlsBadReply => "the reply to STARTTLS is not a go",
             Code::ReplyInjection => "reply injection: bytes after the go reply",
             Code::CommandInjection => "command injection: commands pipelined after STARTTLS",
             Code::CapabilityRefused => "the capability query was refused",
@@ -174,6 +184,10 @@ impl Code {
             Code::TlsAlertReceived => "fatal TLS alert received",
             Code::TlsRecord => "TLS record error",
             Code::DowngradeDetected => "TLS downgrade detected",
+            Code::DowngradeSuspected => "downgrade suspected: fallback refused",
+            Code::StrippingSuspected => "STARTTLS stripping suspected",
+            Code::LadderExhausted => "every rung of the fallback ladder failed",
+            Code::RetryNeeded => "retry on a new connection with a more conservative hello",
             Code::TlsUnavailable => "TLS not available",
             Code::TlsAlreadyActive => "TLS already active",
             Code::TlsRequired => "TLS required",
@@ -208,10 +222,10 @@ impl Code {
             Code::TooManyLines => "too-many-lines",
             Code::TooMuchData => "too-much-data",
             Code::GreetingRefused => "greeting-refused",
-            Code::StartTlsNotOffered => "starttls-not-offered",
-            Code::StartTlsRefusedTemporary => "starttls-refused-temporary",
-            Code::StartTlsRefusedPermanent => "starttls-refused-permanent",
-            Code::StartTlsBadReply => "starttls-bad-reply",
+            Code::StarttlsNotOffered => "starttls-not-offered",
+            Code::StarttlsRefusedTemporary => "starttls-refused-temporary",
+            Code::StarttlsRefusedPermanent => "starttls-refused-permanent",
+            Code::StarttlsBadReply => "starttls-bad-reply",
             Code::ReplyInjection => "reply-injection",
             Code::CommandInjection => "command-injection",
             Code::CapabilityRefused => "capability-refused",
@@ -223,6 +237,10 @@ impl Code {
             Code::TlsAlertReceived => "tls-alert-received",
             Code::TlsRecord => "tls-record",
             Code::DowngradeDetected => "downgrade-detected",
+            Code::DowngradeSuspected => "downgrade-suspected",
+            Code::StrippingSuspected => "stripping-suspected",
+            Code::LadderExhausted => "ladder-exhausted",
+            Code::RetryNeeded => "retry-needed",
             Code::TlsUnavailable => "tls-unavailable",
             Code::TlsAlreadyActive => "tls-already-active",
             Code::TlsRequired => "tls-required",

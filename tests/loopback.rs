@@ -161,6 +161,8 @@ fn verify_refuses_a_name_mismatch_and_may_records_it() {
     assert_eq!(e.code, Code::CertificateNameMismatch, "{e}");
     assert_eq!(c.report().outcome(), Outcome::Defer);
     assert_eq!(c.report().rfc8460, Some("certificate-host-mismatch"));
+    let seen = c.report().peer_cert.clone().expect("the rejected certificate is in the report");
+    assert_eq!(seen.names, ["localhost"]);
     drop(c);
     let _ = server.join();
 
@@ -204,7 +206,7 @@ fn pipelined_command_after_starttls_is_discarded_not_executed() {
 
 #[test]
 fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
-    for (policy, want) in [(Policy::May, Ok(Outcome::Plaintext)), (Policy::Encrypt, Err(Code::StartTlsNotOffered))] {
+    for (policy, want) in [(Policy::May, Ok(Outcome::Plaintext)), (Policy::Encrypt, Err(Code::StarttlsNotOffered))] {
         let (a, mut b) = UnixStream::pair().unwrap();
         let peer = thread::spawn(move || {
             b.write_all(b"220 plain\r\n").unwrap();
@@ -226,7 +228,7 @@ fn may_goes_plaintext_when_not_offered_and_encrypt_defers() {
             Ok(o) => {
                 r.unwrap();
                 assert_eq!(c.report().outcome(), o);
-                assert_eq!(c.report().reason, Some(Code::StartTlsNotOffered));
+                assert_eq!(c.report().reason, Some(Code::StarttlsNotOffered));
                 assert_eq!(c.report().capabilities, ["SIZE 100"]);
                 drop(c);
                 assert_eq!(peer.join().unwrap(), "");

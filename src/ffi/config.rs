@@ -169,8 +169,9 @@ pub extern "C" fn mailtls_config_builder_set_certificate_files(
     })
 }
 
-/// Generates a self-signed certificate (ECDSA P-256) for `hostname` and sets it as the
-/// server certificate: the embedded default for demos and tests. When `cert_pem_out`
+/// Generates a self-signed certificate (ECDSA P-256) for `hostname` (several names,
+/// DNS names or IP addresses, may be given separated by commas: "mx.example,127.0.0.1")
+/// and sets it as the server certificate: the embedded default for demos and tests. When `cert_pem_out`
 /// is not NULL, the certificate's PEM (NUL-terminated) is copied there, so a client
 /// can be given it as its CA file; `*written` gets its length without the NUL.
 #[no_mangle]
@@ -189,7 +190,12 @@ pub extern "C" fn mailtls_config_builder_generate_self_signed(
             Ok(_) => return mailtls_result::InvalidParameter,
             Err(e) => return e,
         };
-        let (cert, key) = match crate::tls::server::self_signed(&[host.to_string()]) {
+        let names: Vec<String> =
+            host.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect();
+        if names.is_empty() {
+            return mailtls_result::InvalidParameter;
+        }
+        let (cert, key) = match crate::tls::server::self_signed(&names) {
             Ok(pair) => pair,
             Err(e) => {
                 let code = e.code;
@@ -326,6 +332,61 @@ pub extern "C" fn mailtls_config_builder_set_log(
             }),
             level,
         );
+        mailtls_result::Ok
+    })
+}
+
+/// Shares an intolerance memory with every session of the config (the config holds
+/// its own reference). NULL removes it. Client role only; a server ignores it.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_memory(
+    b: *mut mailtls_config_builder,
+    memory: *const super::memory::mailtls_memory,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let m = if memory.is_null() { None } else { Some(super::memory::memory_arc(memory)) };
+        builder(b).inner.memory(m);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the most connections one client negotiation may use, retries included
+/// (1..16, default 4). Retries need `mailtls_session_set_connector`.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_max_connections(b: *mut mailtls_config_builder, n: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if !(1..=16).contains(&n) {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.max_connections(n);
+        mailtls_result::Ok
+    })
+}
+
+/// Under policy may: whether a session that will send credentials
+/// (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_plaintext_auth(b: *mut mailtls_config_builder, allowed: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        builder(b).inner.plaintext_auth(allowed);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the longest wait for the server's first TLS byte after the ClientHello, in
+/// milliseconds (default 30000): a hang there at the top rung counts as intolerance
+/// of a large hello.
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_hello_timeout_ms(b: *mut mailtls_config_builder, ms: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if ms == 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.hello_timeout(Duration::from_millis(ms as u64));
         mailtls_result::Ok
     })
 }

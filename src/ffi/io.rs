@@ -19,6 +19,7 @@ pub type mailtls_write_callback =
     Option<extern "C" fn(userdata: *mut c_void, buf: *const u8, len: usize, out_n: *mut usize) -> i32>;
 
 /// The C program's callbacks.
+#[derive(Clone, Copy)]
 pub(crate) struct CallbackTransport {
     pub read: extern "C" fn(*mut c_void, *mut u8, usize, *mut usize) -> i32,
     pub write: extern "C" fn(*mut c_void, *const u8, usize, *mut usize) -> i32,

@@ -12,6 +12,7 @@ use std::ffi::{c_char, CStr, CString};
 
 pub mod config;
 pub mod io;
+pub mod memory;
 pub mod report;
 pub mod session;
 
@@ -120,6 +121,7 @@ mod tests {
             ("mod.rs", include_str!("mod.rs")),
             ("config.rs", include_str!("config.rs")),
             ("io.rs", include_str!("io.rs")),
+            ("memory.rs", include_str!("memory.rs")),
             ("report.rs", include_str!("report.rs")),
             ("session.rs", include_str!("session.rs")),
         ];
@@ -133,7 +135,7 @@ mod tests {
                 exports += 1;
                 assert_eq!(lines[i - 1].trim(), "#[no_mangle]", "{name}:{}: missing #[no_mangle]", i + 1);
                 assert!(lines[i - 2].trim_start().starts_with("///"), "{name}:{}: export without a doc comment", i + 1);
-                let body: String = lines[i..(i + 8).min(lines.len())].join("\n");
+                let body: String = lines[i..(i + 14).min(lines.len())].join("\n");
                 let Some(open) = body.find('{') else { panic!("{name}:{}: no function body", i + 1) };
                 let after = body[open + 1..].trim_start();
                 assert!(after.starts_with("ffi_guard!("), "{name}:{}: export body not inside ffi_guard!", i + 1);

@@ -18,6 +18,7 @@ pub struct mailtls_report {
     cert_error: Option<CString>,
     names: Vec<CString>,
     caps: Vec<CString>,
+    events: Vec<CString>,
     json: CString,
 }
 
@@ -34,6 +35,7 @@ impl mailtls_report {
             cert_error: opt(&src.cert_error),
             names: src.peer_cert.as_ref().map(|c| c.names.iter().map(|n| cstring(n)).collect()).unwrap_or_default(),
             caps: src.capabilities.iter().map(|c| cstring(c)).collect(),
+            events: src.memory_events.iter().map(|c| cstring(c)).collect(),
             json: cstring(&src.to_json()),
             src,
         }
@@ -302,5 +304,58 @@ pub extern "C" fn mailtls_outcome_name(outcome: u32) -> *const c_char {
             _ => Outcome::Pending,
         };
         static_cstr(o.name())
+    })
+}
+
+/// The rung to start at on a new connection after `MAILTLS_RESULT_RETRY_NEEDED`
+/// (`MAILTLS_RUNG_*`), or -1.
+#[no_mangle]
+pub extern "C" fn mailtls_report_retry_rung(r: *const mailtls_report) -> i32 {
+    ffi_guard!(-1, {
+        non_null!(r, -1);
+        rep(r).src.retry_rung.map_or(-1, |g| g as i32)
+    })
+}
+
+/// Whether the retry after `MAILTLS_RESULT_RETRY_NEEDED` should leave SNI out.
+#[no_mangle]
+pub extern "C" fn mailtls_report_retry_without_sni(r: *const mailtls_report) -> bool {
+    ffi_guard!(false, {
+        non_null!(r, false);
+        rep(r).src.retry_without_sni
+    })
+}
+
+/// How many memory events (used, recorded, pinned, suspected downgrade) the report holds.
+#[no_mangle]
+pub extern "C" fn mailtls_report_memory_event_count(r: *const mailtls_report) -> usize {
+    ffi_guard!(0, {
+        non_null!(r, 0);
+        rep(r).events.len()
+    })
+}
+
+/// Memory event number `i`, a sentence, or NULL when out of range.
+#[no_mangle]
+pub extern "C" fn mailtls_report_memory_event(r: *const mailtls_report, i: usize) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        non_null!(r, std::ptr::null());
+        rep(r).events.get(i).map_or(std::ptr::null(), |c| c.as_ptr())
+    })
+}
+
+/// The name of a rung ("modern", "compact", "classic", "tls12"), or NULL; static.
+#[no_mangle]
+pub extern "C" fn mailtls_rung_name(rung: u32) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        crate::recovery::Rung::ALL.get(rung as usize).map_or(std::ptr::null(), |r| static_cstr(r.name()))
+    })
+}
+
+/// The name of a failure class ("intolerance", "incompatible", ...), or NULL; static.
+#[no_mangle]
+pub extern "C" fn mailtls_failure_class_name(class: u32) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        crate::recovery::FailureClass::ALL.get(class as usize).map_or(std::ptr::null(), |c| static_cstr(c.name()))
     })
 }

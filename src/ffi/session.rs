@@ -3,7 +3,12 @@
 use std::ffi::{c_char, c_void, CString};
 
 use super::config::{config_arc, mailtls_config};
+use std::cell::Cell;
+use std::rc::Rc;
+
 use super::io::{mailtls_read_callback, mailtls_write_callback, CallbackTransport, FdTransport};
+use crate::recovery::Rung;
+use crate::session::{Connector, Transport};
 use super::report::mailtls_report;
 use super::{byte_slice, c_str, cstring, ffi_guard, mailtls_result, non_null};
 use crate::error::{Error, Result};
@@ -15,9 +20,71 @@ pub struct mailtls_session {
     inner: Session,
     last_error: CString,
     report: Option<Box<mailtls_report>>,
+    io: IoMode,
+    connector: Option<ConnectorCallbacks>,
+    fd: Rc<Cell<i32>>,
+}
+
+#[derive(Clone, Copy)]
+enum IoMode {
+    None,
+    Callbacks(CallbackTransport),
+    Fd,
+}
+
+#[derive(Clone, Copy)]
+struct ConnectorCallbacks {
+    connect: extern "C" fn(*mut c_void, *const c_char, u16, *mut i32) -> i32,
+    close: Option<extern "C" fn(*mut c_void, i32)>,
+    userdata: *mut c_void,
+}
+
+/// Opens new connections through the C program's callbacks.
+struct FfiConnector {
+    cb: ConnectorCallbacks,
+    io: IoMode,
+    fd: Rc<Cell<i32>>,
+}
+
+impl Connector for FfiConnector {
+    fn connect(&mut self, host: &str, port: u16) -> std::io::Result<Box<dyn Transport>> {
+        let h = cstring(host);
+        let mut fd: i32 = -1;
+        let rc = (self.cb.connect)(self.cb.userdata, h.as_ptr(), port, &mut fd);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        match self.io {
+            IoMode::Fd => {
+                if fd < 0 {
+                    return Err(std::io::Error::other("the connect callback gave no file descriptor"));
+                }
+                self.fd.set(fd);
+                Ok(Box::new(FdTransport { fd, deadline: None }))
+            }
+            IoMode::Callbacks(t) => {
+                self.fd.set(fd);
+                Ok(Box::new(t))
+            }
+            IoMode::None => Err(std::io::Error::other("no I/O set")),
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(close) = self.cb.close {
+            close(self.cb.userdata, self.fd.get());
+        }
+        self.fd.set(-1);
+    }
 }
 
 impl mailtls_session {
+    fn install_connector(&mut self) {
+        if let (Some(cb), false) = (self.connector, matches!(self.io, IoMode::None)) {
+            self.inner.set_connector(Box::new(FfiConnector { cb, io: self.io, fd: self.fd.clone() }));
+        }
+    }
+
     fn done(&mut self, r: Result<()>) -> mailtls_result {
         match r {
             Ok(()) => mailtls_result::Ok,
@@ -48,7 +115,14 @@ fn session_ref<'a>(s: *const mailtls_session) -> &'a mailtls_session {
 fn new_session(r: Result<Session>, out: *mut *mut mailtls_session) -> mailtls_result {
     match r {
         Ok(inner) => {
-            let b = Box::new(mailtls_session { inner, last_error: CString::default(), report: None });
+            let b = Box::new(mailtls_session {
+                inner,
+                last_error: CString::default(),
+                report: None,
+                io: IoMode::None,
+                connector: None,
+                fd: Rc::new(Cell::new(-1)),
+            });
             // SAFETY: `out` is non-NULL (checked by the caller) and writable.
             unsafe { *out = Box::into_raw(b) };
             mailtls_result::Ok
@@ -150,7 +224,11 @@ pub extern "C" fn mailtls_session_set_io(
     ffi_guard!(mailtls_result::Panic, {
         non_null!(s, mailtls_result::NullParameter);
         let (Some(read), Some(write)) = (read, write) else { return mailtls_result::NullParameter };
-        session(s).inner.set_transport(Box::new(CallbackTransport { read, write, userdata }));
+        let t = CallbackTransport { read, write, userdata };
+        let ss = session(s);
+        ss.io = IoMode::Callbacks(t);
+        ss.inner.set_transport(Box::new(t));
+        ss.install_connector();
         mailtls_result::Ok
     })
 }
@@ -165,7 +243,81 @@ pub extern "C" fn mailtls_session_set_fd(s: *mut mailtls_session, fd: i32) -> ma
         if fd < 0 {
             return mailtls_result::InvalidParameter;
         }
-        session(s).inner.set_transport(Box::new(FdTransport { fd, deadline: None }));
+        let ss = session(s);
+        ss.io = IoMode::Fd;
+        ss.fd.set(fd);
+        ss.inner.set_transport(Box::new(FdTransport { fd, deadline: None }));
+        ss.install_connector();
+        mailtls_result::Ok
+    })
+}
+
+/// Opens a new connection for the client's retries: `host` and `port` are the
+/// session's. Return 0 or an errno. In fd mode store the new connected socket in
+/// `*out_fd`; with I/O callbacks, make them use the new connection from now on.
+pub type mailtls_connect_callback =
+    Option<extern "C" fn(userdata: *mut c_void, host: *const c_char, port: u16, out_fd: *mut i32) -> i32>;
+
+/// The session is done with a connection: close it. `fd` is the connection's file
+/// descriptor in fd mode (-1 with I/O callbacks).
+pub type mailtls_close_callback = Option<extern "C" fn(userdata: *mut c_void, fd: i32)>;
+
+/// Lets the client retry by itself: after a failed first flight that looks like
+/// intolerance it calls `close` on the connection it gives up (the caller's first one
+/// too) and `connect` for a new one, at most the config's max connections in all
+/// (the fallback ladder; under policy may also the plaintext retry). The connection
+/// in use at the end stays the caller's (`mailtls_session_fd`). Without a connector a
+/// negotiation that needs a new connection ends with `MAILTLS_RESULT_RETRY_NEEDED`
+/// and the report names the rung to start at (`mailtls_report_retry_rung`).
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_connector(
+    s: *mut mailtls_session,
+    connect: mailtls_connect_callback,
+    close: mailtls_close_callback,
+    userdata: *mut c_void,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let Some(connect) = connect else { return mailtls_result::NullParameter };
+        let ss = session(s);
+        ss.connector = Some(ConnectorCallbacks { connect, close, userdata });
+        ss.install_connector();
+        mailtls_result::Ok
+    })
+}
+
+/// The file descriptor the session uses now in fd mode (it changes when the session
+/// retried on a new connection), or -1.
+#[no_mangle]
+pub extern "C" fn mailtls_session_fd(s: *const mailtls_session) -> i32 {
+    ffi_guard!(-1, {
+        non_null!(s, -1);
+        session_ref(s).fd.get()
+    })
+}
+
+/// Starts the negotiation at `rung` (`MAILTLS_RUNG_*`), with or without SNI, instead
+/// of what memory advises: for programs that open the new connection themselves
+/// after `MAILTLS_RESULT_RETRY_NEEDED`. Only before negotiating.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_start_rung(s: *mut mailtls_session, rung: u32, sni: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let Some(r) = Rung::ALL.get(rung as usize).copied() else { return mailtls_result::InvalidParameter };
+        let ss = session(s);
+        let res = ss.inner.set_start(r, sni);
+        ss.done(res)
+    })
+}
+
+/// Tells the session the application will send credentials (AUTH, LOGIN) after the
+/// negotiation: under policy may it then never ends in plaintext unless the config
+/// allows plaintext authentication.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_will_authenticate(s: *mut mailtls_session, on: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        session(s).inner.set_will_authenticate(on);
         mailtls_result::Ok
     })
 }

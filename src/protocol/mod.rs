@@ -8,7 +8,7 @@ pub mod smtp;
 
 /// The application protocols the library knows.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Proto {
     /// SMTP (RFC 5321) with STARTTLS (RFC 3207); submission (RFC 6409) is SMTP too.
     Smtp = 0,

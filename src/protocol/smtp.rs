@@ -273,9 +273,9 @@ impl Client {
                     return Ok(Some(ClientAction::Go));
                 }
                 let code = match reply.code {
-                    400..=499 => Code::StartTlsRefusedTemporary,
-                    500..=599 => Code::StartTlsRefusedPermanent,
-                    _ => Code::StartTlsBadReply,
+                    400..=499 => Code::StarttlsRefusedTemporary,
+                    500..=599 => Code::StarttlsRefusedPermanent,
+                    _ => Code::StarttlsBadReply,
                 };
                 self.state = State::Refused;
                 Ok(Some(ClientAction::Refused(Error::new(code, format!("STARTTLS: {}", reply.summary())))))
@@ -445,10 +445,10 @@ mod tests {
     #[test]
     fn refusals_are_classified() {
         for (reply, code) in [
-            (&b"454 4.7.0 no\r\n"[..], Code::StartTlsRefusedTemporary),
-            (b"554 5.7.0 no\r\n", Code::StartTlsRefusedPermanent),
-            (b"250 ok\r\n", Code::StartTlsBadReply),
-            (b"354 go ahead\r\n", Code::StartTlsBadReply),
+            (&b"454 4.7.0 no\r\n"[..], Code::StarttlsRefusedTemporary),
+            (b"554 5.7.0 no\r\n", Code::StarttlsRefusedPermanent),
+            (b"250 ok\r\n", Code::StarttlsBadReply),
+            (b"354 go ahead\r\n", Code::StarttlsBadReply),
         ] {
             let mut c = Client::new(Proto::Smtp, "c", Limits::default());
             let mut input = b"220 hi\r\n250-x\r\n250 STARTTLS\r\n".to_vec();

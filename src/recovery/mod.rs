@@ -2,6 +2,9 @@
 //! classes of a failed attempt. The ladder's moves and the intolerance memory build
 //! on these (DESIGN.md, "Recovery"); this release always starts at the top rung.
 
+pub mod classify;
+pub mod memory;
+
 use rustls::crypto::aws_lc_rs::kx_group;
 use rustls::crypto::SupportedKxGroup;
 use rustls::ClientConfig;
@@ -89,6 +92,19 @@ pub enum FailureClass {
 }
 
 impl FailureClass {
+    /// Every class.
+    pub const ALL: [FailureClass; 9] = [
+        FailureClass::None,
+        FailureClass::Intolerance,
+        FailureClass::Incompatible,
+        FailureClass::Certificate,
+        FailureClass::Refused,
+        FailureClass::Network,
+        FailureClass::Timeout,
+        FailureClass::Attack,
+        FailureClass::Other,
+    ];
+
     /// The name used in logs and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -104,23 +120,27 @@ impl FailureClass {
         }
     }
 
-    /// A first classification by result code and whether any server TLS bytes were seen.
-    pub fn of(code: Code, server_tls_seen: bool) -> FailureClass {
+    /// The class of a failure outside the handshake (the plaintext dialogue, or a
+    /// server's STARTTLS): never intolerance, which only a first flight can show.
+    pub fn of_dialogue(code: Code) -> FailureClass {
         match code {
             Code::Ok => FailureClass::None,
             Code::CertificateNameMismatch
             | Code::CertificateUntrusted
             | Code::CertificateExpired
             | Code::CertificateInvalid => FailureClass::Certificate,
-            Code::StartTlsNotOffered
-            | Code::StartTlsRefusedTemporary
-            | Code::StartTlsRefusedPermanent
-            | Code::StartTlsBadReply => FailureClass::Refused,
-            Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected => FailureClass::Attack,
+            Code::StarttlsNotOffered
+            | Code::StarttlsRefusedTemporary
+            | Code::StarttlsRefusedPermanent
+            | Code::StarttlsBadReply => FailureClass::Refused,
+            Code::ReplyInjection
+            | Code::CommandInjection
+            | Code::DowngradeDetected
+            | Code::DowngradeSuspected
+            | Code::StrippingSuspected => FailureClass::Attack,
             Code::Timeout => FailureClass::Timeout,
-            Code::Io | Code::PeerClosed | Code::Connect if !server_tls_seen => FailureClass::Intolerance,
             Code::Io | Code::PeerClosed | Code::Connect => FailureClass::Network,
-            Code::TlsAlertReceived if !server_tls_seen => FailureClass::Intolerance,
+            Code::LadderExhausted => FailureClass::Intolerance,
             _ => FailureClass::Other,
         }
     }

@@ -15,7 +15,9 @@ use crate::config::{Config, InjectionAction, LogLevel, Policy, Role};
 use crate::error::{Code, Error, Result};
 use crate::protocol::smtp::{self, ClientAction, Command};
 use crate::protocol::Proto;
-use crate::recovery::{FailureClass, Rung};
+use crate::recovery::memory::{Key, Memory};
+use crate::recovery::{classify, FailureClass, Rung};
+use crate::tls::observe::FlightObserver;
 use crate::tls;
 use report::{Attempt, Outcome, Report};
 
@@ -52,6 +54,15 @@ enum Stage {
     Failed,
 }
 
+/// Opens new connections for a client's retries. The session calls `close` on the
+/// connection it gives up before calling `connect` for the next.
+pub trait Connector {
+    /// Opens a new connection to `host:port` and returns its transport.
+    fn connect(&mut self, host: &str, port: u16) -> io::Result<Box<dyn Transport>>;
+    /// The session is done with its current connection.
+    fn close(&mut self);
+}
+
 /// Which way the transport last blocked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Blocked {
@@ -84,6 +95,18 @@ pub struct Session {
     deadline: Option<Instant>,
     blocked: Blocked,
     reset_required: bool,
+    connector: Option<Box<dyn Connector>>,
+    flight: FlightObserver,
+    next_rung: Rung,
+    sni: bool,
+    forced: Option<(Rung, bool)>,
+    connections: u32,
+    pinned: bool,
+    reprobe: bool,
+    plaintext_only: bool,
+    will_authenticate: bool,
+    fallback_reason: Option<Error>,
+    cert_seen: Option<Arc<tls::client::Recorder>>,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -147,6 +170,18 @@ impl Session {
             deadline: None,
             blocked: Blocked::Nothing,
             reset_required: false,
+            connector: None,
+            flight: FlightObserver::new(),
+            next_rung: Rung::Modern,
+            sni: true,
+            forced: None,
+            connections: 0,
+            pinned: false,
+            reprobe: false,
+            plaintext_only: false,
+            will_authenticate: false,
+            fallback_reason: None,
+            cert_seen: None,
         })
     }
 
@@ -336,6 +371,24 @@ impl Session {
             }
             return Ok(());
         }
+        if self.role == Role::Client && handshaking {
+            let first = !self.flight.any_bytes();
+            self.flight.observe(&buf[..n]);
+            if first {
+                self.new_step();
+            }
+            if self.rung == Some(Rung::Tls12) {
+                if let Some(sh) = self.flight.server_hello.filter(|sh| sh.downgrade_sentinel()) {
+                    return Err(Error::new(
+                        Code::DowngradeDetected,
+                        format!(
+                            "the server's ServerHello (version {:#06x}) carries the RFC 8446 downgrade sentinel: it speaks TLS 1.3, so the failure of the TLS 1.3 hello was someone else's doing",
+                            sh.version()
+                        ),
+                    ));
+                }
+            }
+        }
         let data: Vec<u8> = if self.server_tls_seen {
             buf[..n].to_vec()
         } else {
@@ -398,9 +451,48 @@ impl Session {
 
     // ---- client ----
 
+    /// Gives the session a way to open new connections, so that it can retry by
+    /// itself after a failure that a more conservative hello (or, under may,
+    /// plaintext) may avoid.
+    pub fn set_connector(&mut self, c: Box<dyn Connector>) {
+        self.connector = Some(c);
+    }
+
+    /// Starts at this rung (and SNI setting) instead of the one memory would pick: for
+    /// callers that retry on their own connection after `RetryNeeded`.
+    pub fn set_start(&mut self, rung: Rung, sni: bool) -> Result<()> {
+        if self.stage != Stage::Idle {
+            return Err(Error::new(Code::InvalidState, "the rung must be set before negotiating"));
+        }
+        self.forced = Some((rung, sni));
+        Ok(())
+    }
+
+    /// Tells the session whether the application will send credentials after the
+    /// negotiation: then policy may never ends in plaintext unless the config allows
+    /// plaintext authentication.
+    pub fn set_will_authenticate(&mut self, on: bool) {
+        self.will_authenticate = on;
+    }
+
+    fn key(&self) -> Key {
+        Key::new(self.proto, &self.host, self.port)
+    }
+
+    fn memory(&self) -> Option<Arc<Memory>> {
+        self.cfg.memory.clone()
+    }
+
+    fn memo(&mut self, event: String) {
+        self.log(LogLevel::Info, &format!("memory: {event}"));
+        self.report.memory_events.push(event);
+    }
+
     /// Runs (or resumes) the client negotiation: greeting, capabilities, STARTTLS as
-    /// the policy says, the handshake, capabilities again. `Ok` means the session can
-    /// carry the application's dialogue (TLS or plaintext as the policy allows).
+    /// the policy says, the handshake, capabilities again; on a failure that looks
+    /// like intolerance, again on a new connection with a more conservative hello.
+    /// `Ok` means the session can carry the application's dialogue (TLS or plaintext
+    /// as the policy allows).
     pub fn negotiate(&mut self) -> Result<()> {
         match self.stage {
             Stage::Idle => {
@@ -409,10 +501,9 @@ impl Session {
                 }
                 self.io()?;
                 self.started = Some(Instant::now());
-                self.dialogue = Some(smtp::Client::new(self.proto, &self.cfg.helo_name, self.cfg.limits));
-                self.stage = Stage::Dialogue;
-                self.new_step();
+                let (rung, sni) = self.first_rung();
                 self.log(LogLevel::Debug, &format!("negotiating under policy {}", self.cfg.policy.name()));
+                self.begin_attempt(rung, sni, self.plaintext_only);
             }
             Stage::Dialogue | Stage::ClientHandshake => {}
             Stage::Established | Stage::Plain => return Ok(()),
@@ -423,11 +514,192 @@ impl Session {
                 return Err(Error::new(Code::InvalidState, "negotiate is for client sessions"))
             }
         }
-        match self.client_steps() {
-            Ok(()) => Ok(()),
-            Err(e) if e.code == Code::WouldBlock => Err(e),
-            Err(e) => Err(self.fail(e)),
+        loop {
+            match self.client_steps() {
+                Ok(()) => return Ok(()),
+                Err(e) if e.code == Code::WouldBlock => return Err(e),
+                Err(e) => {
+                    if let Err(e) = self.after_failure(e) {
+                        return Err(self.fail(e));
+                    }
+                }
+            }
         }
+    }
+
+    /// The rung of the first attempt: forced by the caller, else memory's advice.
+    fn first_rung(&mut self) -> (Rung, bool) {
+        if let Some(f) = self.forced {
+            return f;
+        }
+        let Some(m) = self.memory() else { return (Rung::Modern, true) };
+        if self.cfg.policy == Policy::None {
+            return (Rung::Modern, true);
+        }
+        let plan = m.plan(&self.key());
+        self.pinned = plan.pinned;
+        if plan.pinned {
+            self.memo("pinned peer: TLS was negotiated before, plaintext is not allowed".into());
+        }
+        if plan.reprobe {
+            self.reprobe = true;
+            self.memo("intolerance recorded more than the re-probe interval ago: one try at the top rung".into());
+        } else if plan.rung != Rung::Modern || !plan.sni {
+            self.memo(format!("start at rung {}{}", plan.rung.name(), if plan.sni { "" } else { " without SNI" }));
+        }
+        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned {
+            self.memo("incompatible peer (recently): plaintext without trying STARTTLS".into());
+            self.plaintext_only = true;
+            self.fallback_reason = Some(Error::new(Code::TlsHandshake, "the peer's TLS is incompatible (remembered)"));
+        }
+        (plan.rung, plan.sni)
+    }
+
+    /// Resets everything that belongs to one connection and starts its dialogue.
+    fn begin_attempt(&mut self, rung: Rung, sni: bool, plaintext_only: bool) {
+        self.connections += 1;
+        self.dialogue = Some(smtp::Client::new(self.proto, &self.cfg.helo_name, self.cfg.limits));
+        self.tls = None;
+        self.plain_out.clear();
+        self.app_in.clear();
+        self.pre_tls.clear();
+        self.server_tls_seen = false;
+        self.flight = FlightObserver::new();
+        self.next_rung = rung;
+        self.sni = sni;
+        self.rung = None;
+        self.plaintext_only = plaintext_only;
+        self.stage = Stage::Dialogue;
+        self.new_step();
+    }
+
+    /// Decides what a failed connection leads to: another attempt on a new connection
+    /// (`Ok`), or the end of the negotiation (`Err`, the error to report).
+    fn after_failure(&mut self, e: Error) -> Result<()> {
+        let handshake = self.stage == Stage::ClientHandshake;
+        let rung = self.rung.unwrap_or(self.next_rung);
+        let class = if handshake {
+            classify::classify(&classify::Facts { code: e.code, rung, sni: self.sni, flight: &self.flight })
+        } else {
+            FailureClass::of_dialogue(e.code)
+        };
+        self.record_attempt(e.code, class);
+        if !handshake {
+            return Err(e);
+        }
+        let key = self.key();
+        let memory = self.memory();
+        if e.code == Code::DowngradeDetected {
+            if let Some(m) = &memory {
+                m.record_tls13_capable(&key);
+                self.memo("the server proved it speaks TLS 1.3 (downgrade sentinel): its intolerance is forgotten".into());
+            }
+            return Err(e);
+        }
+        if class == FailureClass::Attack {
+            return Err(e);
+        }
+        let mv = classify::next_move(&classify::Facts { code: e.code, rung, sni: self.sni, flight: &self.flight }, class);
+        if let Some(mv) = mv {
+            if let Some(m) = &memory {
+                if !m.fallback_allowed(&key, rung) {
+                    self.memo(format!("downgrade suspected: the peer accepted rung {} recently; no fallback", rung.name()));
+                    return Err(Error::new(
+                        Code::DowngradeSuspected,
+                        format!("{} at rung {}, which this peer accepted recently: refusing to fall back ({})", class.name(), rung.name(), e.detail),
+                    ));
+                }
+                m.record_intolerance(&key, rung, class);
+                self.memo(format!("recorded {} at rung {}", class.name(), rung.name()));
+                if !mv.sni && self.sni {
+                    m.record_sni_off(&key);
+                    self.memo("recorded: leave SNI out".into());
+                }
+            }
+            let mut next = mv;
+            if self.reprobe {
+                // A failed re-probe goes back to what memory knew worked.
+                if let Some(m) = &memory {
+                    let plan = m.plan(&key);
+                    if plan.rung > next.rung {
+                        next.rung = plan.rung;
+                    }
+                }
+                self.reprobe = false;
+            }
+            self.log(
+                LogLevel::Warn,
+                &format!("{} at rung {} ({}): next rung {}{}", class.name(), rung.name(), e.detail, next.rung.name(), if next.sni { "" } else { " without SNI" }),
+            );
+            if self.connector.is_none() {
+                self.report.retry_rung = Some(next.rung);
+                self.report.retry_without_sni = !next.sni;
+                return Err(Error::new(
+                    Code::RetryNeeded,
+                    format!("{}; retry on a new connection with rung {}", e.detail, next.rung.name()),
+                ));
+            }
+            if self.connections < self.cfg.max_connections {
+                self.reconnect()?;
+                self.begin_attempt(next.rung, next.sni, false);
+                return Ok(());
+            }
+            return self.plaintext_fallback(Error::new(
+                Code::LadderExhausted,
+                format!("connection bound ({}) reached: {}", self.cfg.max_connections, e.detail),
+            ));
+        }
+        match class {
+            FailureClass::Intolerance => {
+                // The floor failed too: nothing rustls can offer works with this peer.
+                if let Some(m) = &memory {
+                    m.record_incompatible(&key);
+                    self.memo("ladder exhausted: recorded as incompatible, not as intolerant".into());
+                }
+                self.plaintext_fallback(Error::new(Code::LadderExhausted, format!("every rung failed; last: {}", e.detail)))
+            }
+            FailureClass::Incompatible => {
+                if let Some(m) = &memory {
+                    m.record_incompatible(&key);
+                    self.memo("recorded as incompatible".into());
+                }
+                self.plaintext_fallback(e)
+            }
+            FailureClass::Certificate => Err(e),
+            _ => self.plaintext_fallback(e),
+        }
+    }
+
+    /// Under policy may, after a failed handshake: plaintext on a new connection,
+    /// unless the peer is pinned or credentials would travel in clear.
+    fn plaintext_fallback(&mut self, e: Error) -> Result<()> {
+        if self.cfg.policy != Policy::May {
+            return Err(e);
+        }
+        if self.pinned {
+            self.memo("pinned peer: no plaintext fallback".into());
+            return Err(e);
+        }
+        if self.will_authenticate && !self.cfg.plaintext_auth {
+            return Err(Error::new(e.code, format!("{}; no plaintext fallback: credentials would be sent in clear", e.detail)));
+        }
+        if self.connector.is_none() || self.connections >= self.cfg.max_connections {
+            return Err(e);
+        }
+        self.log(LogLevel::Warn, &format!("TLS failed ({}): plaintext on a new connection (policy may)", e.detail));
+        self.reconnect()?;
+        self.fallback_reason = Some(e);
+        self.begin_attempt(Rung::Modern, true, true);
+        Ok(())
+    }
+
+    fn reconnect(&mut self) -> Result<()> {
+        let (host, port) = (self.host.clone(), self.port);
+        let c = self.connector.as_mut().ok_or_else(|| Error::new(Code::InvalidState, "no connector"))?;
+        c.close();
+        let t = c.connect(&host, port).map_err(|e| Error::new(Code::Connect, format!("connecting to {host}:{port}: {e}")))?;
+        self.io = Some(t);
+        Ok(())
     }
 
     fn client_steps(&mut self) -> Result<()> {
@@ -489,18 +761,36 @@ impl Session {
     fn decide(&mut self, offered: bool) -> Result<()> {
         self.report.starttls_offered = offered;
         let policy = self.cfg.policy;
+        if self.plaintext_only {
+            self.dialogue.as_mut().expect("dialogue").finish_plain();
+            return Ok(());
+        }
+        if !offered && self.pinned && policy != Policy::None {
+            self.memo("stripping suspected: a pinned peer did not offer STARTTLS".into());
+            return Err(Error::new(
+                Code::StrippingSuspected,
+                "STARTTLS not offered by a peer that negotiated TLS before (pinned): possible stripping",
+            ));
+        }
         match (policy, offered) {
             (Policy::None, _) => self.dialogue.as_mut().expect("dialogue").finish_plain(),
             (_, true) => self.dialogue.as_mut().expect("dialogue").request_starttls(),
             (Policy::May, false) => {
-                self.report.reason = Some(Code::StartTlsNotOffered);
+                if self.will_authenticate && !self.cfg.plaintext_auth {
+                    return Err(Error::new(
+                        Code::StarttlsNotOffered,
+                        "STARTTLS not offered and credentials must not be sent in clear",
+                    ));
+                }
+                self.report.reason = Some(Code::StarttlsNotOffered);
+                self.report.rfc8460 = tls::rfc8460_result_type(Code::StarttlsNotOffered);
                 self.report.detail = "STARTTLS not offered; plaintext as policy may allows".into();
                 self.log(LogLevel::Warn, "STARTTLS not offered: going on in plaintext (policy may)");
                 self.dialogue.as_mut().expect("dialogue").finish_plain();
             }
             (_, false) => {
                 return Err(Error::new(
-                    Code::StartTlsNotOffered,
+                    Code::StarttlsNotOffered,
                     format!("STARTTLS not offered and policy {} requires TLS", policy.name()),
                 ))
             }
@@ -511,7 +801,14 @@ impl Session {
     fn refused(&mut self, e: Error) -> Result<()> {
         // A 250 or 354 to STARTTLS leaves the server in an unknown state (a 354 even
         // means it now reads a message body): never go on, whatever the policy.
-        if self.cfg.policy == Policy::May && e.code != Code::StartTlsBadReply {
+        if self.cfg.policy == Policy::May && e.code != Code::StarttlsBadReply {
+            if self.pinned {
+                self.memo("pinned peer refused STARTTLS: no plaintext".into());
+                return Err(Error::new(e.code, format!("{} (a pinned peer: no plaintext)", e.detail)));
+            }
+            if self.will_authenticate && !self.cfg.plaintext_auth {
+                return Err(Error::new(e.code, format!("{}; credentials must not be sent in clear", e.detail)));
+            }
             self.log(LogLevel::Warn, &format!("{}; going on in plaintext (policy may)", e.detail));
             self.report.reason = Some(e.code);
             self.report.rfc8460 = tls::rfc8460_result_type(e.code);
@@ -524,11 +821,13 @@ impl Session {
     }
 
     fn start_client_tls(&mut self) -> Result<()> {
-        let rung = Rung::Modern;
+        let rung = self.next_rung;
         let ctls = self.cfg.client_tls.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no client TLS config"))?;
         let name = ServerName::try_from(self.server_name.clone())
             .map_err(|e| Error::new(Code::InvalidParameter, format!("server name: {e}")))?;
-        let conn = rustls::ClientConnection::new(ctls.config(rung), name)
+        let (config, recorder) = ctls.connection_config(rung, self.sni);
+        self.cert_seen = Some(recorder);
+        let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
         self.tls = Some(Connection::Client(conn));
         self.rung = Some(rung);
@@ -537,7 +836,13 @@ impl Session {
         if let Some(t0) = self.started {
             self.report.timings.plaintext = t0.elapsed();
         }
-        self.new_step();
+        // Until the server's first TLS byte, the wait is the (shorter) hello timeout:
+        // a hang on a large hello is the most common intolerance.
+        let d = Instant::now() + self.cfg.step_timeout.min(self.cfg.hello_timeout);
+        self.deadline = Some(d);
+        if let Some(io) = self.io.as_mut() {
+            io.set_deadline(Some(d));
+        }
         self.log(LogLevel::Debug, &format!("220 to STARTTLS: TLS handshake, rung {}", rung.name()));
         Ok(())
     }
@@ -574,13 +879,20 @@ impl Session {
                 None => {}
             }
         }
+        if let (Some(m), Some(rung)) = (self.memory(), self.rung) {
+            let pq = self.report.group.as_deref().is_some_and(|g| g.contains("MLKEM"));
+            let tls13 = self.report.tls_version.as_deref() == Some("TLSv1.3");
+            m.record_success(&self.key(), rung, self.sni, pq, tls13);
+            self.memo(format!("recorded success at rung {} (pinned)", rung.name()));
+        }
         self.log(
             LogLevel::Info,
             &format!(
-                "TLS established: {} {} {}, certificate {}",
+                "TLS established: {} {} {}, rung {}, certificate {}",
                 self.report.tls_version.as_deref().unwrap_or("?"),
                 self.report.cipher.as_deref().unwrap_or("?"),
                 self.report.group.as_deref().unwrap_or("?"),
+                self.rung.map(Rung::name).unwrap_or("?"),
                 match self.report.cert_verified {
                     Some(true) => "verified".to_string(),
                     Some(false) => format!("not verified ({})", self.report.cert_error.as_deref().unwrap_or("")),
@@ -598,21 +910,33 @@ impl Session {
         let d = self.dialogue.as_mut().expect("dialogue");
         self.report.capabilities = d.capabilities().to_vec();
         self.app_in = d.take_unread();
+        if let Some(e) = self.fallback_reason.take() {
+            self.report.rfc8460 = Some("validation-failure");
+            self.report.reason = Some(e.code);
+            self.report.detail = format!("plaintext after a failed TLS attempt: {}", e.detail);
+        }
         if self.report.reason.is_none() {
             self.report.reason = Some(Code::Ok);
         }
         self.report.outcome = Some(if tls { Outcome::Tls } else { Outcome::Plaintext });
+        if !tls {
+            if let Some(t0) = self.started {
+                self.report.timings.plaintext = t0.elapsed();
+            }
+        }
         self.stage = if tls { Stage::Established } else { Stage::Plain };
-        self.end_attempt(Code::Ok);
+        self.record_attempt(Code::Ok, FailureClass::None);
         self.deadline = None;
         if !tls {
             self.log(LogLevel::Info, &format!("plaintext session ({})", self.report.reason.map(Code::name).unwrap_or("ok")));
         }
     }
 
-    fn end_attempt(&mut self, code: Code) {
-        let class = FailureClass::of(code, self.server_tls_seen);
-        self.report.attempts.push(Attempt { rung: self.rung, code, class });
+    /// Records the current connection's attempt, once.
+    fn record_attempt(&mut self, code: Code, class: FailureClass) {
+        if self.report.attempts.len() < self.connections as usize {
+            self.report.attempts.push(Attempt { rung: self.rung, code, class });
+        }
         if let Some(t0) = self.started {
             self.report.timings.total = t0.elapsed();
         }
@@ -621,19 +945,21 @@ impl Session {
     /// Ends the negotiation with an error: outcome, report, log, last error.
     fn fail(&mut self, e: Error) -> Error {
         let outcome = match (self.role, e.code) {
-            (Role::Client, Code::StartTlsRefusedPermanent) => Outcome::Fail,
+            (Role::Client, Code::StarttlsRefusedPermanent) => Outcome::Fail,
             (Role::Client, _) => Outcome::Defer,
             (Role::Server, _) => Outcome::Fail,
         };
         if self.role == Role::Client
             && self.tls.is_none()
+            && self.stage == Stage::Dialogue
             && matches!(
                 e.code,
-                Code::StartTlsNotOffered
-                    | Code::StartTlsRefusedTemporary
-                    | Code::StartTlsRefusedPermanent
+                Code::StarttlsNotOffered
+                    | Code::StarttlsRefusedTemporary
+                    | Code::StarttlsRefusedPermanent
                     | Code::GreetingRefused
                     | Code::CapabilityRefused
+                    | Code::StrippingSuspected
             )
         {
             // A polite end to a sane plaintext dialogue; failing to send it changes nothing.
@@ -647,11 +973,18 @@ impl Session {
         self.report.rfc8460 = tls::rfc8460_result_type(e.code);
         if self.tls.is_some() && self.stage != Stage::Established {
             self.record_tls_facts();
+            if self.report.peer_cert.is_none() {
+                self.report.peer_cert = self.cert_seen.as_ref().and_then(|r| r.seen()).map(|c| tls::certinfo::describe(&c));
+            }
         }
-        self.end_attempt(e.code);
+        let class = if self.role == Role::Server { FailureClass::of_dialogue(e.code) } else { FailureClass::of_dialogue(e.code) };
+        self.record_attempt(e.code, class);
         self.stage = Stage::Failed;
         self.deadline = None;
-        let loud = matches!(e.code, Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected);
+        let loud = matches!(
+            e.code,
+            Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected | Code::DowngradeSuspected | Code::StrippingSuspected
+        );
         self.log(
             if loud { LogLevel::Error } else { LogLevel::Warn },
             &format!("{}: {} [{}]", outcome.name(), e.detail, e.code.name()),
@@ -720,6 +1053,7 @@ impl Session {
         }
         self.io()?;
         self.started = Some(Instant::now());
+        self.connections = 1;
         let Some(sc) = self.cfg.server_tls.clone() else {
             self.plain_out.extend_from_slice(smtp::REPLY_TLS_UNAVAILABLE.as_bytes());
             let _ = self.flush_out();
@@ -775,7 +1109,7 @@ impl Session {
         self.stage = Stage::Established;
         self.reset_required = true;
         self.deadline = None;
-        self.end_attempt(Code::Ok);
+        self.record_attempt(Code::Ok, FailureClass::None);
         self.log(
             LogLevel::Info,
             &format!(

@@ -92,6 +92,12 @@ pub struct Report {
     pub timings: Timings,
     /// Server: bytes pipelined after STARTTLS that were discarded.
     pub discarded_after_starttls: u64,
+    /// The rung the caller should use on a new connection (reason `RetryNeeded`).
+    pub retry_rung: Option<Rung>,
+    /// Whether the retry should leave SNI out.
+    pub retry_without_sni: bool,
+    /// What the intolerance memory did: used, recorded, pinned, suspected downgrade.
+    pub memory_events: Vec<String>,
 }
 
 impl Report {
@@ -164,7 +170,8 @@ impl Report {
                 "{{\"outcome\":{},\"reason\":{},\"reason_code\":{},\"detail\":{},\"rfc8460\":{},",
                 "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},",
                 "\"peer_cert\":{},\"capabilities\":{},\"attempts\":[{}],",
-                "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{}}}"
+                "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{},",
+                "\"retry_rung\":{},\"memory_events\":{}}}"
             ),
             json_str(self.outcome().name()),
             json_str(reason.name()),
@@ -183,6 +190,8 @@ impl Report {
             self.timings.handshake.as_millis(),
             self.timings.total.as_millis(),
             self.discarded_after_starttls,
+            json_opt(self.retry_rung.map(Rung::name)),
+            json_list(&self.memory_events),
         )
     }
 }

@@ -64,9 +64,10 @@ pub fn read_pem_certs_file(path: &Path) -> Result<Vec<CertificateDer<'static>>> 
 pub struct ClientTls {
     /// The verifier that enforces the chain and name (policy verify), or only records (may, encrypt).
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    /// The prebuilt config of each rung; index = rung number.
+    /// The prebuilt config of each rung, with and without SNI; index = rung * 2 + sni_off.
     rungs: Vec<Arc<ClientConfig>>,
     enforce: bool,
+    verifier: Arc<dyn ServerCertVerifier>,
 }
 
 impl ClientTls {
@@ -83,6 +84,9 @@ impl ClientTls {
                         .map_err(|e| Error::new(Code::TrustAnchors, e.to_string()))?,
                 ),
                 Err(e) if enforce => return Err(e),
+                // An explicit CA file must load; the system store is only a bonus
+                // for the report under may and encrypt.
+                Err(e) if matches!(src, TrustSource::CaFile(_)) => return Err(e),
                 Err(_) => None,
             },
             None if enforce => {
@@ -94,24 +98,41 @@ impl ClientTls {
             (Some(w), true) => w.clone(),
             _ => Arc::new(RecordOnly { provider: provider.clone() }),
         };
+        // One session cache for every rung that resumes: a ticket from one rung is
+        // offered by the next where rustls allows it.
+        let cache = Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
         let mut rungs = Vec::new();
         for rung in Rung::ALL {
-            let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
-            let mut cfg = ClientConfig::builder_with_provider(rung_provider)
-                .with_protocol_versions(rung.versions())
-                .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
-                .dangerous()
-                .with_custom_certificate_verifier(verifier.clone())
-                .with_no_client_auth();
-            rung.adjust(&mut cfg);
-            rungs.push(Arc::new(cfg));
+            for sni in [true, false] {
+                let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
+                let mut cfg = ClientConfig::builder_with_provider(rung_provider)
+                    .with_protocol_versions(rung.versions())
+                    .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier.clone())
+                    .with_no_client_auth();
+                cfg.resumption = rustls::client::Resumption::store(cache.clone());
+                cfg.enable_sni = sni;
+                rung.adjust(&mut cfg);
+                rungs.push(Arc::new(cfg));
+            }
         }
-        Ok(ClientTls { webpki, rungs, enforce })
+        Ok(ClientTls { webpki, rungs, enforce, verifier })
     }
 
-    /// The config for a rung of the ladder.
-    pub fn config(&self, rung: Rung) -> Arc<ClientConfig> {
-        self.rungs[rung as usize].clone()
+    /// The config for a rung of the ladder, with or without SNI.
+    pub fn config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
+        self.rungs[rung as usize * 2 + usize::from(!sni)].clone()
+    }
+
+    /// The config of a rung for one connection, with a verifier that also keeps the
+    /// certificate the server presented: a rejected certificate is the one a report
+    /// most needs to show.
+    pub fn connection_config(&self, rung: Rung, sni: bool) -> (Arc<ClientConfig>, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder { inner: self.verifier.clone(), seen: parking_lot::Mutex::new(None) });
+        let mut cfg = (*self.config(rung, sni)).clone();
+        cfg.dangerous().set_certificate_verifier(recorder.clone());
+        (Arc::new(cfg), recorder)
     }
 
     /// Whether the handshake itself enforces chain and name.
@@ -174,5 +195,63 @@ impl ServerCertVerifier for RecordOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Wraps the policy's verifier and keeps the end-entity certificate it was shown.
+#[derive(Debug)]
+pub struct Recorder {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: parking_lot::Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl Recorder {
+    /// The end-entity certificate the server presented, if it got that far.
+    pub fn seen(&self) -> Option<CertificateDer<'static>> {
+        self.seen.lock().clone()
+    }
+}
+
+impl ServerCertVerifier for Recorder {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock() = Some(end_entity.clone().into_owned());
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.inner.root_hint_subjects()
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod certinfo;
 pub mod client;
+pub mod observe;
 pub mod server;
 
 use crate::error::{Code, Error};
@@ -22,6 +23,9 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
             _ => Code::CertificateInvalid,
         },
         rustls::Error::AlertReceived(_) => Code::TlsAlertReceived,
+        rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::AttemptedDowngradeToTls12WhenTls13IsSupported) => {
+            Code::DowngradeDetected
+        }
         rustls::Error::DecryptError | rustls::Error::InvalidMessage(_) if during == "record" => Code::TlsRecord,
         _ => Code::TlsHandshake,
     };
@@ -31,18 +35,22 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
 /// The RFC 8460 (TLS-RPT) result type that fits a failure code, where one does.
 pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
     Some(match code {
-        Code::StartTlsNotOffered | Code::StartTlsRefusedTemporary | Code::StartTlsRefusedPermanent => {
+        Code::StarttlsNotOffered | Code::StarttlsRefusedTemporary | Code::StarttlsRefusedPermanent => {
             "starttls-not-supported"
         }
         Code::CertificateNameMismatch => "certificate-host-mismatch",
         Code::CertificateUntrusted => "certificate-not-trusted",
         Code::CertificateExpired => "certificate-expired",
-        Code::StartTlsBadReply
+        Code::StarttlsBadReply
         | Code::ReplyInjection
         | Code::TlsHandshake
         | Code::TlsAlertReceived
         | Code::CertificateInvalid
-        | Code::DowngradeDetected => "validation-failure",
+        | Code::DowngradeDetected
+        | Code::DowngradeSuspected
+        | Code::StrippingSuspected
+        | Code::LadderExhausted
+        | Code::RetryNeeded => "validation-failure",
         _ => return None,
     })
 }

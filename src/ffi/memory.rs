@@ -1,0 +1,278 @@
+//! The intolerance memory as a shared, reference-counted handle.
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use super::{c_str, cstring, ffi_guard, mailtls_result, non_null};
+use crate::protocol::Proto;
+use crate::recovery::memory::{Key, Lifetimes, Memory, Store};
+
+/// The intolerance memory (opaque, shared, reference counted): what each peer
+/// tolerated and failed on, and whether it ever did TLS.
+pub struct mailtls_memory {
+    _private: [u8; 0],
+}
+
+/// Store callback: copy the record text for `key` (NUL-terminated) into `buf` of `len`
+/// bytes and return 0, or return `ENOENT` when there is none (any other errno counts
+/// as none and is reported).
+pub type mailtls_store_get_callback =
+    Option<extern "C" fn(userdata: *mut c_void, key: *const c_char, buf: *mut c_char, len: usize) -> i32>;
+/// Store callback: keep `value` for `key`; return 0 or an errno.
+pub type mailtls_store_put_callback =
+    Option<extern "C" fn(userdata: *mut c_void, key: *const c_char, value: *const c_char) -> i32>;
+/// Store callback: delete `key`; return 0 or an errno.
+pub type mailtls_store_delete_callback = Option<extern "C" fn(userdata: *mut c_void, key: *const c_char) -> i32>;
+/// List callback: one record line (`smtp mx.example.org 25 tolerant=compact@1700000000 ...`).
+pub type mailtls_memory_list_callback = Option<extern "C" fn(userdata: *mut c_void, line: *const c_char)>;
+
+pub(crate) fn memory_arc(p: *const mailtls_memory) -> Arc<Memory> {
+    let raw = p as *const Memory;
+    // SAFETY: non-NULL memory pointers come from `Arc::into_raw` in a constructor and
+    // the caller still holds its reference; we add one for the new owner.
+    unsafe {
+        Arc::increment_strong_count(raw);
+        Arc::from_raw(raw)
+    }
+}
+
+fn mem<'a>(p: *const mailtls_memory) -> &'a Memory {
+    // SAFETY: as in `memory_arc`.
+    unsafe { &*(p as *const Memory) }
+}
+
+fn give(m: Memory, out: *mut *const mailtls_memory) -> mailtls_result {
+    // SAFETY: `out` is non-NULL (checked by the caller) and writable.
+    unsafe { *out = Arc::into_raw(Arc::new(m)) as *const mailtls_memory };
+    mailtls_result::Ok
+}
+
+/// Creates a memory that lives as long as the process (and its last reference).
+/// Free with `mailtls_memory_free`.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_new(out: *mut *const mailtls_memory) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(out, mailtls_result::NullParameter);
+        give(Memory::in_process(), out)
+    })
+}
+
+/// Creates a memory persisted in the file `path`, which several processes may share
+/// (each change is merged under an exclusive lock and written by atomic rename). A
+/// missing file is created on the first change; a corrupt, truncated or foreign file
+/// is not an error: what cannot be read is ignored and reported by
+/// `mailtls_memory_problems`.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_open_file(path: *const c_char, out: *mut *const mailtls_memory) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(out, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let path = match unsafe { c_str(path) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match Memory::file(std::path::Path::new(path)) {
+            Ok(m) => give(m, out),
+            Err(e) => e.code,
+        }
+    })
+}
+
+struct CStore {
+    get: extern "C" fn(*mut c_void, *const c_char, *mut c_char, usize) -> i32,
+    put: extern "C" fn(*mut c_void, *const c_char, *const c_char) -> i32,
+    delete: extern "C" fn(*mut c_void, *const c_char) -> i32,
+    userdata: usize,
+}
+
+impl Store for CStore {
+    fn get(&self, key: &str) -> Option<String> {
+        let k = cstring(key);
+        let mut buf = vec![0u8; 4096];
+        let rc = (self.get)(self.userdata as *mut c_void, k.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len());
+        if rc != 0 {
+            return None;
+        }
+        let end = buf.iter().position(|&b| b == 0)?;
+        String::from_utf8(buf[..end].to_vec()).ok()
+    }
+    fn put(&self, key: &str, value: &str) {
+        let (k, v) = (cstring(key), cstring(value));
+        (self.put)(self.userdata as *mut c_void, k.as_ptr(), v.as_ptr());
+    }
+    fn delete(&self, key: &str) {
+        let k = cstring(key);
+        (self.delete)(self.userdata as *mut c_void, k.as_ptr());
+    }
+}
+
+/// Creates a memory kept in the application's own store through three callbacks
+/// (keys look like `smtp mx.example.org 25`, values are the record's text fields).
+/// `userdata` is passed on every call, from any thread using the memory, and must
+/// outlive the memory.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_new_store(
+    get: mailtls_store_get_callback,
+    put: mailtls_store_put_callback,
+    delete: mailtls_store_delete_callback,
+    userdata: *mut c_void,
+    out: *mut *const mailtls_memory,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(out, mailtls_result::NullParameter);
+        let (Some(get), Some(put), Some(delete)) = (get, put, delete) else {
+            return mailtls_result::NullParameter;
+        };
+        give(Memory::store(Box::new(CStore { get, put, delete, userdata: userdata as usize })), out)
+    })
+}
+
+/// Drops the caller's reference; the memory goes when no config uses it. NULL is a no-op.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_free(m: *const mailtls_memory) {
+    ffi_guard!((), {
+        if !m.is_null() {
+            // SAFETY: from `Arc::into_raw`; releases the caller's reference.
+            drop(unsafe { Arc::from_raw(m as *const Memory) });
+        }
+    })
+}
+
+/// Fixes the memory's clock at `unix_seconds` (for tests of expiry and re-probe);
+/// 0 returns to the system clock.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_set_clock(m: *const mailtls_memory, unix_seconds: u64) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        mem(m).set_clock(unix_seconds);
+        mailtls_result::Ok
+    })
+}
+
+/// Sets the lifetimes in seconds: intolerance (default 604800, 7 days), the re-probe
+/// interval of the top rung for an intolerant peer (86400), tolerance and pins
+/// (5184000, 60 days). A 0 keeps that value.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_set_lifetimes(
+    m: *const mailtls_memory,
+    intolerance_s: u64,
+    reprobe_s: u64,
+    tolerance_s: u64,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        let d = Lifetimes::default();
+        let pick = |v: u64, d: u64| if v == 0 { d } else { v };
+        mem(m).set_lifetimes(Lifetimes {
+            intolerance: pick(intolerance_s, d.intolerance),
+            reprobe: pick(reprobe_s, d.reprobe),
+            tolerance: pick(tolerance_s, d.tolerance),
+        });
+        mailtls_result::Ok
+    })
+}
+
+fn key_of(proto: u32, host: *const c_char, port: u16) -> Result<Key, mailtls_result> {
+    let proto = Proto::from_u32(proto).ok_or(mailtls_result::InvalidParameter)?;
+    // SAFETY: NUL-terminated string or NULL (checked).
+    let host = unsafe { c_str(host) }?;
+    Ok(Key::new(proto, host, port))
+}
+
+fn copy_out(text: &str, buf: *mut c_char, len: usize, written: *mut usize) -> mailtls_result {
+    if buf.is_null() {
+        return mailtls_result::NullParameter;
+    }
+    if text.len() + 1 > len {
+        return mailtls_result::BufferTooSmall;
+    }
+    // SAFETY: `buf` has `len` writable bytes, and we write text.len() + 1 <= len.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, text.len());
+        *buf.add(text.len()) = 0;
+        if !written.is_null() {
+            *written = text.len();
+        }
+    }
+    mailtls_result::Ok
+}
+
+/// Copies the record of (proto, host, port) as text fields into `buf` (NUL-terminated;
+/// "" when nothing is known): `tolerant=RUNG@TIME`, `intolerant=RUNG@LAST,CLASS,COUNT,FIRST`,
+/// `sni-off@TIME`, `pinned@TIME`, `pq=yes|no`, `tls13@TIME`; expired facts are left out.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_lookup(
+    m: *const mailtls_memory,
+    proto: u32,
+    host: *const c_char,
+    port: u16,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        let key = match key_of(proto, host, port) {
+            Ok(k) => k,
+            Err(e) => return e,
+        };
+        copy_out(&mem(m).get(&key).fields(), buf, len, written)
+    })
+}
+
+/// Forgets everything about (proto, host, port), in the file or store too.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_forget(m: *const mailtls_memory, proto: u32, host: *const c_char, port: u16) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        match key_of(proto, host, port) {
+            Ok(k) => {
+                mem(m).forget(&k);
+                mailtls_result::Ok
+            }
+            Err(e) => e,
+        }
+    })
+}
+
+/// Calls `cb` once per known peer with its record line, sorted by key, and stores the
+/// count in `*count` (when not NULL). A memory on an application store cannot be
+/// listed: `MAILTLS_RESULT_UNSUPPORTED`.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_list(
+    m: *const mailtls_memory,
+    cb: mailtls_memory_list_callback,
+    userdata: *mut c_void,
+    count: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        let Some(list) = mem(m).list() else { return mailtls_result::Unsupported };
+        for (k, r) in &list {
+            if let Some(cb) = cb {
+                let line = cstring(&format!("{} {}", k.text(), r.fields()));
+                cb(userdata, line.as_ptr());
+            }
+        }
+        if !count.is_null() {
+            // SAFETY: non-NULL, writable.
+            unsafe { *count = list.len() };
+        }
+        mailtls_result::Ok
+    })
+}
+
+/// Copies the problems met reading the file or store (corrupt or foreign file,
+/// truncated or bad lines, write failures), one per line, into `buf`; "" when none.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_problems(
+    m: *const mailtls_memory,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        copy_out(&mem(m).problems().join("\n"), buf, len, written)
+    })
+}
