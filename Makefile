@@ -2,7 +2,6 @@
 # the README gives; both install what they need first (scripts/install-deps.sh).
 
 CARGO    ?= cargo
-CC       ?= gcc
 LIBDIR   := $(CURDIR)/target/debug
 INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
@@ -22,6 +21,8 @@ lib:
 check-header: lib
 	@git diff --exit-code --stat -- include/mailtls.h \
 	  || { echo "include/mailtls.h differs from the generated header: commit the regenerated file"; exit 1; }
+	@! grep -n '^#define' include/mailtls.h | grep -v '#define MAILTLS_' \
+	  || { echo "include/mailtls.h defines macros outside the MAILTLS_ namespace"; exit 1; }
 	@echo "check-header: include/mailtls.h is up to date"
 
 rust-test:
