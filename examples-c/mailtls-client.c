@@ -45,7 +45,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s [--proto smtp|lmtp] [--policy none|may|encrypt|verify]\n"
-            "                      [--servername NAME] [--cafile FILE] [--timeout SECS]\n"
+            "                      [--servername NAME] [--cafile FILE] [--timeout SECS] [--memory FILE]\n"
             "                      [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]\n"
             "\n"
             "  --proto       smtp (default, port 25) or lmtp (port 24)\n"
@@ -53,6 +53,7 @@ static void usage(FILE *f)
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
+            "  --memory FILE the intolerance memory, shared with other runs and processes\n"
             "  --from/--to/--message  deliver FILE from ADDR to each --to ADDR\n"
             "  --json        print the library's report as one JSON line on stdout\n"
             "  -v            debug logging and the SMTP dialogue on stderr\n"
@@ -76,6 +77,38 @@ static void die_usage(const char *fmt, ...)
 }
 
 /* ---- connecting ---- */
+
+static int connect_tcp(const char *host, uint16_t port, unsigned timeout_s, char *err, size_t errcap);
+
+/* The library's retries (the fallback ladder, the plaintext retry under may) open new
+ * connections through these callbacks; it closes the ones it gives up. */
+struct redial {
+    const char *host;
+    unsigned timeout;
+};
+
+static int32_t redial_connect(void *ud, const char *host, uint16_t port, int32_t *out_fd)
+{
+    struct redial *rd = ud;
+    char err[256];
+    (void)host; /* the session's host, the same one this program resolved */
+    int fd = connect_tcp(rd->host, port, rd->timeout, err, sizeof err);
+    if (fd < 0) {
+        fprintf(stderr, "%s: retry: %s\n", prog, err);
+        return ECONNREFUSED;
+    }
+    if (verbose)
+        fprintf(stderr, "%s: retry on a new connection (fd %d)\n", prog, fd);
+    *out_fd = fd;
+    return 0;
+}
+
+static void redial_close(void *ud, int32_t fd)
+{
+    (void)ud;
+    if (fd >= 0)
+        close(fd);
+}
 
 /* Connects to host:port with a timeout per address; returns a blocking fd or -1. */
 static int connect_tcp(const char *host, uint16_t port, unsigned timeout_s, char *err, size_t errcap)
@@ -558,13 +591,13 @@ int main(int argc, char **argv)
 {
     uint32_t proto = MAILTLS_PROTO_SMTP;
     uint32_t policy = MAILTLS_POLICY_MAY;
-    const char *servername = NULL, *cafile = NULL, *from = NULL, *message = NULL;
+    const char *servername = NULL, *cafile = NULL, *from = NULL, *message = NULL, *memfile = NULL;
     static const char *to[MAX_RCPTS];
     size_t nto = 0;
     unsigned long timeout = 60;
     bool json = false;
 
-    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON };
+    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY };
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
         {"policy", required_argument, NULL, O_POLICY},
@@ -575,6 +608,7 @@ int main(int argc, char **argv)
         {"to", required_argument, NULL, O_TO},
         {"message", required_argument, NULL, O_MESSAGE},
         {"json", no_argument, NULL, O_JSON},
+        {"memory", required_argument, NULL, O_MEMORY},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -622,6 +656,7 @@ int main(int argc, char **argv)
         case O_MESSAGE: message = optarg; break;
         case O_JSON: json = true; break;
         case 'v': verbose = 1; break;
+        case O_MEMORY: memfile = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
@@ -677,6 +712,18 @@ int main(int argc, char **argv)
         step = "set_ca_file";
         rc = mailtls_config_builder_set_ca_file(b, cafile);
     }
+    const mailtls_memory *mem = NULL;
+    if (rc == MAILTLS_RESULT_OK && memfile) {
+        step = "memory";
+        rc = mailtls_memory_open_file(memfile, &mem);
+        if (rc == MAILTLS_RESULT_OK) {
+            char problems[1024] = "";
+            if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+                fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, problems);
+            rc = mailtls_config_builder_set_memory(b, mem);
+            mailtls_memory_free(mem); /* the config holds its own reference */
+        }
+    }
     if (rc == MAILTLS_RESULT_OK) {
         step = "set_log";
         rc = mailtls_config_builder_set_log(b, ex_log_cb, (void *)prog,
@@ -723,9 +770,13 @@ int main(int argc, char **argv)
         return EX_TEMPFAIL;
     }
 
+    struct redial rd = {.host = host, .timeout = (unsigned)timeout};
     rc = mailtls_session_set_fd(s, fd);
     if (rc == MAILTLS_RESULT_OK)
+        rc = mailtls_session_set_connector(s, redial_connect, redial_close, &rd);
+    if (rc == MAILTLS_RESULT_OK)
         rc = mailtls_client_negotiate(s);
+    fd = mailtls_session_fd(s); /* a retry may have replaced the first connection */
     const mailtls_report *rep = mailtls_session_report(s);
     if (rc != MAILTLS_RESULT_OK) {
         fprintf(stderr, "%s: negotiation failed: %s\n", prog, mailtls_session_last_error(s));
@@ -754,7 +805,8 @@ int main(int argc, char **argv)
         if (rc != MAILTLS_RESULT_OK && verbose)
             fprintf(stderr, "%s: close: %s\n", prog, mailtls_session_last_error(s));
     }
-    close(fd);
+    if (fd >= 0)
+        close(fd);
 
     if (json) {
         rep = mailtls_session_report(s);
