@@ -254,7 +254,7 @@ fn main() {
                 "filter-tls13" if h.tls13 => "reset",
                 "tls11" => "tls11",
                 "cbc-only" => "alert-40",
-                "flaky" if (n - 1) % arg(1).max(1) == 0 => "reset",
+                "flaky" if (n - 1).is_multiple_of(arg(1).max(1)) => "reset",
                 // A genuinely TLS 1.3-intolerant server only speaks TLS 1.2 behind its bug,
                 // and so does one that answers protocol_version to a large hello.
                 "tls12-only" | "reset-tls13" | "alert-tls13" => "serve-tls12",

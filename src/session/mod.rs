@@ -977,8 +977,7 @@ impl Session {
                 self.report.peer_cert = self.cert_seen.as_ref().and_then(|r| r.seen()).map(|c| tls::certinfo::describe(&c));
             }
         }
-        let class = if self.role == Role::Server { FailureClass::of_dialogue(e.code) } else { FailureClass::of_dialogue(e.code) };
-        self.record_attempt(e.code, class);
+        self.record_attempt(e.code, FailureClass::of_dialogue(e.code));
         self.stage = Stage::Failed;
         self.deadline = None;
         let loud = matches!(
