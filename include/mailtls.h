@@ -133,6 +133,11 @@ enum mailtls_result
    */
   MAILTLS_RESULT_CLOSED = 2,
   /*
+   Server: the client's hello was handed off to the application's legacy TLS engine,
+   which owns the connection from now on (the bytes already read are in the session).
+   */
+  MAILTLS_RESULT_HANDOFF = 3,
+  /*
    A required pointer argument was NULL.
    */
   MAILTLS_RESULT_NULL_PARAMETER = 100,
@@ -302,6 +307,10 @@ enum mailtls_result
    */
   MAILTLS_RESULT_TLS_ALREADY_ACTIVE = 601,
   /*
+   Server: the client's hello format is refused by configuration; an alert was sent.
+   */
+  MAILTLS_RESULT_HELLO_REFUSED = 604,
+  /*
    The server requires TLS and the command was refused (`530 5.7.0`).
    */
   MAILTLS_RESULT_TLS_REQUIRED = 602,
@@ -446,6 +455,10 @@ enum mailtls_outcome
    Permanent failure (bounce).
    */
   MAILTLS_OUTCOME_FAIL = 4,
+  /*
+   Server: the connection was handed to the application's legacy TLS engine.
+   */
+  MAILTLS_OUTCOME_HANDOFF = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -510,6 +523,88 @@ enum mailtls_injection_action
 typedef enum mailtls_injection_action mailtls_injection_action;
 #else
 typedef uint32_t mailtls_injection_action;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ The format of a client's first flight.
+ */
+enum mailtls_hello
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   No first flight was seen (no STARTTLS, or nothing arrived).
+   */
+  MAILTLS_HELLO_NONE = 0,
+  /*
+   An SSLv2-compatible ClientHello (RFC 6101 appendix E.2, RFC 5246 appendix E.2).
+   */
+  MAILTLS_HELLO_SSLV2_COMPAT = 1,
+  /*
+   An SSL 3.0 ClientHello.
+   */
+  MAILTLS_HELLO_SSL3 = 2,
+  /*
+   A TLS ClientHello offering at most TLS 1.0.
+   */
+  MAILTLS_HELLO_TLS10 = 3,
+  /*
+   A TLS ClientHello offering at most TLS 1.1.
+   */
+  MAILTLS_HELLO_TLS11 = 4,
+  /*
+   A TLS ClientHello offering TLS 1.2 (and not 1.3).
+   */
+  MAILTLS_HELLO_TLS12 = 5,
+  /*
+   A TLS ClientHello offering TLS 1.3 in supported_versions.
+   */
+  MAILTLS_HELLO_TLS13 = 6,
+  /*
+   A plaintext protocol command where the hello belongs.
+   */
+  MAILTLS_HELLO_PLAINTEXT = 7,
+  /*
+   Anything else.
+   */
+  MAILTLS_HELLO_UNKNOWN = 8,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mailtls_hello mailtls_hello;
+#else
+typedef uint32_t mailtls_hello;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ What a server does with a client hello of a given format.
+ */
+enum mailtls_hello_action
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   rustls serves it (TLS 1.2 and 1.3 hellos only).
+   */
+  MAILTLS_HELLO_ACTION_SERVE = 0,
+  /*
+   Hand the connection, with the bytes already read, to the application's engine.
+   */
+  MAILTLS_HELLO_ACTION_HANDOFF = 1,
+  /*
+   Refuse: the right alert for the format, close, one clear log line.
+   */
+  MAILTLS_HELLO_ACTION_REFUSE = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mailtls_hello_action mailtls_hello_action;
+#else
+typedef uint32_t mailtls_hello_action;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -755,6 +850,35 @@ mailtls_result mailtls_config_builder_set_plaintext_auth(mailtls_config_builder 
  of a large hello.
  */
 mailtls_result mailtls_config_builder_set_hello_timeout_ms(mailtls_config_builder *b, uint32_t ms);
+
+/*
+ Server: the action for client hellos of format `hello` (`MAILTLS_HELLO_*`):
+ `MAILTLS_HELLO_ACTION_SERVE` (rustls; TLS 1.2 and 1.3 hellos only, the default for
+ them), `MAILTLS_HELLO_ACTION_HANDOFF` (`mailtls_server_starttls` returns
+ `MAILTLS_RESULT_HANDOFF`: the application's own TLS engine continues, see
+ `mailtls_session_handoff_bytes`), or `MAILTLS_HELLO_ACTION_REFUSE` (the default for
+ the others: the right alert for the format, close, one log line).
+ */
+mailtls_result mailtls_config_builder_set_hello_action(mailtls_config_builder *b,
+                                                       uint32_t hello,
+                                                       uint32_t action);
+
+/*
+ Server: remembers client addresses whose hello could not be served (refused) in
+ `memory`, and does not offer them STARTTLS for `seconds` (0: the default, 86400),
+ so that their plaintext retry gets through instead of failing forever. Not applied
+ when the server requires TLS. NULL turns it off. Inspect and clear the records with
+ `mailtls_memory_lookup`/`_forget` (protocol, the client's IP address, port 0).
+ */
+mailtls_result mailtls_config_builder_set_server_memory(mailtls_config_builder *b,
+                                                        const mailtls_memory *memory,
+                                                        uint32_t seconds);
+
+/*
+ Server: how many first flights of format `hello` (`MAILTLS_HELLO_*`) the sessions
+ of this config have seen; 0 for NULL or an unknown format.
+ */
+uint64_t mailtls_config_hello_count(const mailtls_config *cfg, uint32_t hello);
 
 /*
  Checks the settings and builds an immutable config: trust anchors are loaded, a
@@ -1038,6 +1162,28 @@ const char *mailtls_rung_name(uint32_t rung);
 const char *mailtls_failure_class_name(uint32_t class_);
 
 /*
+ Server: the format of the client's first flight after the go reply
+ (`MAILTLS_HELLO_*`; `MAILTLS_HELLO_NONE` when no STARTTLS happened).
+ */
+uint32_t mailtls_report_hello(const mailtls_report *r);
+
+/*
+ Server: the client_version of the hello (0x0301 for TLS 1.0 ...), or 0.
+ */
+uint16_t mailtls_report_hello_client_version(const mailtls_report *r);
+
+/*
+ Server: what was done with the hello (`MAILTLS_HELLO_ACTION_*`), or -1.
+ */
+int32_t mailtls_report_hello_action(const mailtls_report *r);
+
+/*
+ The name of a hello format ("sslv2-compat", "ssl3", "tls1.0" .. "tls1.3",
+ "plaintext", "unknown", "none"), or NULL; static.
+ */
+const char *mailtls_hello_name(uint32_t hello);
+
+/*
  Creates a client session for `host` and `port` with protocol `proto`
  (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
  `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
@@ -1230,12 +1376,25 @@ const char *mailtls_server_reply(const mailtls_session *s, uint32_t code);
  session's I/O (`220`, or `454` without a usable certificate:
  `MAILTLS_RESULT_TLS_UNAVAILABLE`, the session goes on in plaintext; or the refusal
  of a second STARTTLS: `MAILTLS_RESULT_TLS_ALREADY_ACTIVE`), then runs the handshake.
+ The client's hello is classified first (`mailtls_report_hello`) and handled as the
+ config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
+ TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
+ refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
  On `MAILTLS_RESULT_OK` TLS is active: the server MUST forget its protocol state
  (EHLO argument, transaction, authentication) and use `mailtls_session_read` and
  `mailtls_session_write` from now on; `mailtls_server_reset_required` stays true
  until the client's new EHLO.
  */
 mailtls_result mailtls_server_starttls(mailtls_session *s, const uint8_t *pipelined, uintptr_t len);
+
+/*
+ Server: after `MAILTLS_RESULT_HANDOFF`, the bytes of the client's first flight that
+ the library already read (the start of its hello), owned by the session. The
+ application's TLS engine must consume them before reading the transport.
+ */
+mailtls_result mailtls_session_handoff_bytes(const mailtls_session *s,
+                                             const uint8_t **out,
+                                             uintptr_t *len);
 
 /*
  Server: true from a successful STARTTLS until the client's next EHLO/HELO/LHLO

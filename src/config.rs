@@ -1,12 +1,14 @@
 //! Configuration: built once from a builder, then immutable and shared by every
 //! session (`Arc<Config>`), as rustls does with its own configs.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Code, Error, Result};
 use crate::protocol::Limits;
 use crate::recovery::memory::Memory;
+use crate::tls::sniff::HelloKind;
 use crate::tls::client::{ClientTls, TrustSource};
 
 /// Which side of the connection a config is for.
@@ -72,6 +74,18 @@ pub enum InjectionAction {
     Close = 1,
 }
 
+/// What a server does with a client hello of a given format.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelloAction {
+    /// rustls serves it (TLS 1.2 and 1.3 hellos only).
+    Serve = 0,
+    /// Hand the connection, with the bytes already read, to the application's engine.
+    Handoff = 1,
+    /// Refuse: the right alert for the format, close, one clear log line.
+    Refuse = 2,
+}
+
 /// Log levels, most severe first.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,6 +147,23 @@ pub struct Config {
     /// Longest wait for the server's first TLS byte before the top rung counts as
     /// timed out (a hang on a large hello).
     pub hello_timeout: Duration,
+    /// Server: the action for each hello format (indexed by `HelloKind`).
+    pub hello_actions: [HelloAction; 9],
+    /// Server: how many first flights of each format were seen (indexed by `HelloKind`).
+    pub hello_counts: [AtomicU64; 9],
+    /// Server: client addresses whose hello could not be served are not offered
+    /// STARTTLS for this long (None: no server-side memory).
+    pub server_memory: Option<(Arc<Memory>, Duration)>,
+}
+
+impl Config {
+    /// The action for a hello format; only TLS 1.2 and 1.3 can be served.
+    pub fn hello_action(&self, kind: HelloKind) -> HelloAction {
+        match self.hello_actions[kind as usize] {
+            HelloAction::Serve if !kind.servable() => HelloAction::Refuse,
+            a => a,
+        }
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -166,6 +197,8 @@ pub struct ConfigBuilder {
     max_connections: u32,
     plaintext_auth: bool,
     hello_timeout: Duration,
+    hello_actions: [HelloAction; 9],
+    server_memory: Option<(Arc<Memory>, Duration)>,
 }
 
 impl ConfigBuilder {
@@ -188,7 +221,26 @@ impl ConfigBuilder {
             max_connections: 4,
             plaintext_auth: false,
             hello_timeout: Duration::from_secs(30),
+            hello_actions: HelloKind::ALL.map(|k| if k.servable() { HelloAction::Serve } else { HelloAction::Refuse }),
+            server_memory: None,
         }
+    }
+
+    /// Server: sets the action for a hello format. Serve is only possible for TLS 1.2
+    /// and 1.3 hellos; asking it for another format is an error.
+    pub fn hello_action(&mut self, kind: HelloKind, action: HelloAction) -> Result<&mut Self> {
+        if action == HelloAction::Serve && !kind.servable() {
+            return Err(Error::new(Code::InvalidParameter, format!("rustls cannot serve a {} hello", kind.name())));
+        }
+        self.hello_actions[kind as usize] = action;
+        Ok(self)
+    }
+
+    /// Server: remember client addresses whose hello could not be served, and do not
+    /// offer them STARTTLS for `ttl`, so their plaintext retry gets through.
+    pub fn server_memory(&mut self, m: Option<Arc<Memory>>, ttl: Duration) -> &mut Self {
+        self.server_memory = m.map(|m| (m, ttl));
+        self
     }
 
     /// Shares an intolerance memory with the config's sessions.
@@ -316,6 +368,9 @@ impl ConfigBuilder {
             max_connections: self.max_connections,
             plaintext_auth: self.plaintext_auth,
             hello_timeout: self.hello_timeout,
+            hello_actions: self.hello_actions,
+            hello_counts: Default::default(),
+            server_memory: self.server_memory.clone(),
         }))
     }
 }

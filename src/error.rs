@@ -19,6 +19,9 @@ pub enum Code {
     WouldBlock = 1,
     /// The peer closed the connection cleanly (TLS close_notify or EOF) after the session was established.
     Closed = 2,
+    /// Server: the client's hello was handed off to the application's legacy TLS engine,
+    /// which owns the connection from now on (the bytes already read are in the session).
+    Handoff = 3,
 
     /// A required pointer argument was NULL.
     NullParameter = 100,
@@ -110,6 +113,8 @@ pub enum Code {
     TlsUnavailable = 600,
     /// STARTTLS was received while TLS is already active; it was refused.
     TlsAlreadyActive = 601,
+    /// Server: the client's hello format is refused by configuration; an alert was sent.
+    HelloRefused = 604,
     /// The server requires TLS and the command was refused (`530 5.7.0`).
     TlsRequired = 602,
     /// TLS has just started: the client must say EHLO again before this command.
@@ -119,7 +124,7 @@ pub enum Code {
 impl Code {
     /// Every code, in numeric order; used for `mailtls_result_str` tests and docs.
     pub const ALL: &'static [Code] = &[
-        Code::Ok, Code::WouldBlock, Code::Closed,
+        Code::Ok, Code::WouldBlock, Code::Closed, Code::Handoff,
         Code::NullParameter, Code::InvalidParameter, Code::InvalidState, Code::Panic,
         Code::Unsupported, Code::BufferTooSmall,
         Code::CertificateLoad, Code::PrivateKeyLoad, Code::KeyMismatch, Code::TrustAnchors,
@@ -134,7 +139,7 @@ impl Code {
         Code::TlsRecord, Code::DowngradeDetected, Code::DowngradeSuspected, Code::StrippingSuspected,
         Code::LadderExhausted, Code::RetryNeeded,
         Code::TlsUnavailable, Code::TlsAlreadyActive, Code::TlsRequired,
-        Code::StateResetRequired,
+        Code::StateResetRequired, Code::HelloRefused,
     ];
 
     /// The code for a number, if it is one.
@@ -148,6 +153,8 @@ impl Code {
             Code::Ok => "success",
             Code::WouldBlock => "would block: call again when the transport is ready",
             Code::Closed => "the peer closed the connection",
+            Code::Handoff => "handed off to the legacy TLS engine",
+            Code::HelloRefused => "the client's hello format is refused",
             Code::NullParameter => "a required argument was NULL",
             Code::InvalidParameter => "an argument is invalid",
             Code::InvalidState => "the call does not fit the object's state",
@@ -201,6 +208,8 @@ impl Code {
             Code::Ok => "ok",
             Code::WouldBlock => "would-block",
             Code::Closed => "closed",
+            Code::Handoff => "handoff",
+            Code::HelloRefused => "hello-refused",
             Code::NullParameter => "null-parameter",
             Code::InvalidParameter => "invalid-parameter",
             Code::InvalidState => "invalid-state",

@@ -391,6 +391,65 @@ pub extern "C" fn mailtls_config_builder_set_hello_timeout_ms(b: *mut mailtls_co
     })
 }
 
+/// Server: the action for client hellos of format `hello` (`MAILTLS_HELLO_*`):
+/// `MAILTLS_HELLO_ACTION_SERVE` (rustls; TLS 1.2 and 1.3 hellos only, the default for
+/// them), `MAILTLS_HELLO_ACTION_HANDOFF` (`mailtls_server_starttls` returns
+/// `MAILTLS_RESULT_HANDOFF`: the application's own TLS engine continues, see
+/// `mailtls_session_handoff_bytes`), or `MAILTLS_HELLO_ACTION_REFUSE` (the default for
+/// the others: the right alert for the format, close, one log line).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_hello_action(b: *mut mailtls_config_builder, hello: u32, action: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let Some(kind) = crate::tls::sniff::HelloKind::from_u32(hello) else { return mailtls_result::InvalidParameter };
+        let action = match action {
+            0 => crate::config::HelloAction::Serve,
+            1 => crate::config::HelloAction::Handoff,
+            2 => crate::config::HelloAction::Refuse,
+            _ => return mailtls_result::InvalidParameter,
+        };
+        let bl = builder(b);
+        match bl.inner.hello_action(kind, action) {
+            Ok(_) => mailtls_result::Ok,
+            Err(e) => {
+                let code = e.code;
+                bl.error = Some(e);
+                code
+            }
+        }
+    })
+}
+
+/// Server: remembers client addresses whose hello could not be served (refused) in
+/// `memory`, and does not offer them STARTTLS for `seconds` (0: the default, 86400),
+/// so that their plaintext retry gets through instead of failing forever. Not applied
+/// when the server requires TLS. NULL turns it off. Inspect and clear the records with
+/// `mailtls_memory_lookup`/`_forget` (protocol, the client's IP address, port 0).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_server_memory(
+    b: *mut mailtls_config_builder,
+    memory: *const super::memory::mailtls_memory,
+    seconds: u32,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        let m = if memory.is_null() { None } else { Some(super::memory::memory_arc(memory)) };
+        let ttl = Duration::from_secs(if seconds == 0 { 86400 } else { seconds as u64 });
+        builder(b).inner.server_memory(m, ttl);
+        mailtls_result::Ok
+    })
+}
+
+/// Server: how many first flights of format `hello` (`MAILTLS_HELLO_*`) the sessions
+/// of this config have seen; 0 for NULL or an unknown format.
+#[no_mangle]
+pub extern "C" fn mailtls_config_hello_count(cfg: *const mailtls_config, hello: u32) -> u64 {
+    ffi_guard!(0, {
+        non_null!(cfg, 0);
+        config_ref(cfg).hello_counts.get(hello as usize).map_or(0, |c| c.load(std::sync::atomic::Ordering::Relaxed))
+    })
+}
+
 /// Checks the settings and builds an immutable config: trust anchors are loaded, a
 /// server certificate and key are parsed and matched (`MAILTLS_RESULT_KEY_MISMATCH`).
 /// On success `*out` holds a new reference; free it with `mailtls_config_free`. The

@@ -359,3 +359,40 @@ pub extern "C" fn mailtls_failure_class_name(class: u32) -> *const c_char {
         crate::recovery::FailureClass::ALL.get(class as usize).map_or(std::ptr::null(), |c| static_cstr(c.name()))
     })
 }
+
+/// Server: the format of the client's first flight after the go reply
+/// (`MAILTLS_HELLO_*`; `MAILTLS_HELLO_NONE` when no STARTTLS happened).
+#[no_mangle]
+pub extern "C" fn mailtls_report_hello(r: *const mailtls_report) -> u32 {
+    ffi_guard!(0, {
+        non_null!(r, 0);
+        rep(r).src.hello.map_or(0, |h| h.kind as u32)
+    })
+}
+
+/// Server: the client_version of the hello (0x0301 for TLS 1.0 ...), or 0.
+#[no_mangle]
+pub extern "C" fn mailtls_report_hello_client_version(r: *const mailtls_report) -> u16 {
+    ffi_guard!(0, {
+        non_null!(r, 0);
+        rep(r).src.hello.map_or(0, |h| h.client_version)
+    })
+}
+
+/// Server: what was done with the hello (`MAILTLS_HELLO_ACTION_*`), or -1.
+#[no_mangle]
+pub extern "C" fn mailtls_report_hello_action(r: *const mailtls_report) -> i32 {
+    ffi_guard!(-1, {
+        non_null!(r, -1);
+        rep(r).src.hello_action.map_or(-1, |a| a as i32)
+    })
+}
+
+/// The name of a hello format ("sslv2-compat", "ssl3", "tls1.0" .. "tls1.3",
+/// "plaintext", "unknown", "none"), or NULL; static.
+#[no_mangle]
+pub extern "C" fn mailtls_hello_name(hello: u32) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        crate::tls::sniff::HelloKind::from_u32(hello).map_or(std::ptr::null(), |k| static_cstr(k.name()))
+    })
+}

@@ -541,6 +541,10 @@ pub extern "C" fn mailtls_server_reply(s: *const mailtls_session, code: u32) -> 
 /// session's I/O (`220`, or `454` without a usable certificate:
 /// `MAILTLS_RESULT_TLS_UNAVAILABLE`, the session goes on in plaintext; or the refusal
 /// of a second STARTTLS: `MAILTLS_RESULT_TLS_ALREADY_ACTIVE`), then runs the handshake.
+/// The client's hello is classified first (`mailtls_report_hello`) and handled as the
+/// config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
+/// TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
+/// refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
 /// On `MAILTLS_RESULT_OK` TLS is active: the server MUST forget its protocol state
 /// (EHLO argument, transaction, authentication) and use `mailtls_session_read` and
 /// `mailtls_session_write` from now on; `mailtls_server_reset_required` stays true
@@ -557,6 +561,32 @@ pub extern "C" fn mailtls_server_starttls(s: *mut mailtls_session, pipelined: *c
         let ss = session(s);
         let r = ss.inner.server_starttls(extra);
         ss.done(r)
+    })
+}
+
+/// Server: after `MAILTLS_RESULT_HANDOFF`, the bytes of the client's first flight that
+/// the library already read (the start of its hello), owned by the session. The
+/// application's TLS engine must consume them before reading the transport.
+#[no_mangle]
+pub extern "C" fn mailtls_session_handoff_bytes(
+    s: *const mailtls_session,
+    out: *mut *const u8,
+    len: *mut usize,
+) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        non_null!(out, mailtls_result::NullParameter);
+        non_null!(len, mailtls_result::NullParameter);
+        let b = session_ref(s).inner.handoff_bytes();
+        if b.is_empty() {
+            return mailtls_result::InvalidState;
+        }
+        // SAFETY: both pointers are non-NULL and writable.
+        unsafe {
+            *out = b.as_ptr();
+            *len = b.len();
+        }
+        mailtls_result::Ok
     })
 }
 

@@ -11,13 +11,14 @@ use std::time::Instant;
 use rustls::pki_types::ServerName;
 use rustls::Connection;
 
-use crate::config::{Config, InjectionAction, LogLevel, Policy, Role};
+use crate::config::{Config, HelloAction, InjectionAction, LogLevel, Policy, Role};
 use crate::error::{Code, Error, Result};
 use crate::protocol::smtp::{self, ClientAction, Command};
 use crate::protocol::Proto;
 use crate::recovery::memory::{Key, Memory};
 use crate::recovery::{classify, FailureClass, Rung};
 use crate::tls::observe::FlightObserver;
+use crate::tls::sniff::{self, Hello, HelloKind};
 use crate::tls;
 use report::{Attempt, Outcome, Report};
 
@@ -52,6 +53,19 @@ enum Stage {
     Plain,
     /// Finished with an error.
     Failed,
+    /// Server: the connection belongs to the application's legacy TLS engine now.
+    Handoff,
+}
+
+/// The address part of a peer string ("192.0.2.1:2525", "[2001:db8::1]:25", "host").
+fn client_ip(peer: &str) -> &str {
+    if let Some(rest) = peer.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match peer.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => peer,
+    }
 }
 
 /// Opens new connections for a client's retries. The session calls `close` on the
@@ -107,6 +121,7 @@ pub struct Session {
     will_authenticate: bool,
     fallback_reason: Option<Error>,
     cert_seen: Option<Arc<tls::client::Recorder>>,
+    handoff: Vec<u8>,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -182,6 +197,7 @@ impl Session {
             will_authenticate: false,
             fallback_reason: None,
             cert_seen: None,
+            handoff: Vec::new(),
         })
     }
 
@@ -402,14 +418,18 @@ impl Session {
     }
 
     /// Before the peer's first TLS byte: plaintext here is injection. A client aborts;
-    /// a server discards whole lines (counted) or refuses, by configuration. Returns
+    /// a server discards whole lines (counted) or refuses, by configuration. A server
+    /// then classifies the hello and serves it, hands it off or refuses it. Returns
     /// the bytes to hand to TLS once the first TLS byte is there.
     fn first_flight_check(&mut self) -> Result<Option<Vec<u8>>> {
         loop {
             let Some(&first) = self.pre_tls.first() else { return Ok(None) };
             if !looks_like_text(first) {
-                self.server_tls_seen = true;
-                return Ok(Some(std::mem::take(&mut self.pre_tls)));
+                if self.role == Role::Client {
+                    self.server_tls_seen = true;
+                    return Ok(Some(std::mem::take(&mut self.pre_tls)));
+                }
+                return self.classify_hello();
             }
             let shown = smtp::printable(&self.pre_tls);
             if self.role == Role::Client {
@@ -418,6 +438,7 @@ impl Session {
                     format!("plaintext from the server after its go reply, where its TLS handshake belongs: {shown:?}"),
                 ));
             }
+            self.note_hello(Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0 }, None);
             if self.cfg.injection == InjectionAction::Close {
                 return Err(Error::new(Code::CommandInjection, format!("plaintext after STARTTLS: {shown:?}")));
             }
@@ -426,6 +447,12 @@ impl Session {
                     let line: Vec<u8> = self.pre_tls.drain(..=i).collect();
                     self.report.discarded_after_starttls += line.len() as u64;
                     self.log(LogLevel::Warn, &format!("discarded a command pipelined after STARTTLS: {:?}", smtp::printable(&line)));
+                    if self.report.discarded_after_starttls > self.cfg.limits.max_pretls_bytes as u64 {
+                        return Err(Error::new(
+                            Code::CommandInjection,
+                            format!("more than {} bytes of plaintext after STARTTLS", self.cfg.limits.max_pretls_bytes),
+                        ));
+                    }
                 }
                 None if self.pre_tls.len() > self.cfg.limits.max_line => {
                     return Err(Error::new(Code::CommandInjection, format!("overlong plaintext after STARTTLS: {shown:?}")));
@@ -433,6 +460,68 @@ impl Session {
                 None => return Ok(None),
             }
         }
+    }
+
+    /// Server: classifies the client's hello once enough of it is there, then acts.
+    fn classify_hello(&mut self) -> Result<Option<Vec<u8>>> {
+        let h = match sniff::sniff(&self.pre_tls) {
+            sniff::Sniff::NeedMore(_) => return Ok(None),
+            sniff::Sniff::Done(h) => h,
+        };
+        let action = self.cfg.hello_action(h.kind);
+        self.note_hello(h, Some(action));
+        self.cfg.hello_counts[h.kind as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let what = format!("{} hello (client_version {:#06x})", h.kind.name(), h.client_version);
+        match action {
+            HelloAction::Serve => {
+                self.log(LogLevel::Debug, &format!("{what}: served"));
+                self.server_tls_seen = true;
+                Ok(Some(std::mem::take(&mut self.pre_tls)))
+            }
+            HelloAction::Handoff => {
+                self.log(LogLevel::Info, &format!("{what}: handed off to the legacy TLS engine ({} bytes read)", self.pre_tls.len()));
+                self.handoff = std::mem::take(&mut self.pre_tls);
+                Err(Error::new(Code::Handoff, format!("{what} handed off")))
+            }
+            HelloAction::Refuse => {
+                let alert = sniff::refusal_bytes(&h);
+                if !alert.is_empty() {
+                    // The refusal is a courtesy; the connection ends either way.
+                    let _ = self.write_raw(&alert);
+                }
+                self.remember_unserved(&what);
+                Err(Error::new(Code::HelloRefused, format!("{what} refused by configuration; alert sent, closing")))
+            }
+        }
+    }
+
+    fn note_hello(&mut self, h: Hello, action: Option<HelloAction>) {
+        self.report.hello = Some(h);
+        self.report.hello_action = action;
+    }
+
+    /// Server-side memory: a client whose hello could not be served is not offered
+    /// STARTTLS for a while, so that its plaintext retry gets through.
+    fn remember_unserved(&mut self, what: &str) {
+        if self.cfg.require_tls {
+            return;
+        }
+        if let Some((m, ttl)) = &self.cfg.server_memory {
+            m.record_incompatible(&self.client_key());
+            self.log(
+                LogLevel::Warn,
+                &format!("{what}: STARTTLS will not be offered to {} for {} s", client_ip(&self.host), ttl.as_secs()),
+            );
+        }
+    }
+
+    fn client_key(&self) -> Key {
+        Key::new(self.proto, client_ip(&self.host), 0)
+    }
+
+    /// The bytes of the first flight a handed-off connection had already sent.
+    pub fn handoff_bytes(&self) -> &[u8] {
+        &self.handoff
     }
 
     fn feed_tls(&mut self, mut data: &[u8]) -> Result<()> {
@@ -510,7 +599,7 @@ impl Session {
             Stage::Failed => {
                 return Err(self.last_error.clone().unwrap_or_else(|| Error::new(Code::InvalidState, "failed")))
             }
-            Stage::ServerPlain | Stage::ServerHandshake => {
+            Stage::ServerPlain | Stage::ServerHandshake | Stage::Handoff => {
                 return Err(Error::new(Code::InvalidState, "negotiate is for client sessions"))
             }
         }
@@ -997,7 +1086,22 @@ impl Session {
     /// Whether the server should advertise STARTTLS now: a usable certificate is
     /// loaded, TLS is not active yet, and nothing has failed.
     pub fn offer_starttls(&self) -> bool {
-        self.role == Role::Server && self.cfg.server_tls.is_some() && self.stage == Stage::ServerPlain
+        self.role == Role::Server
+            && self.cfg.server_tls.is_some()
+            && self.stage == Stage::ServerPlain
+            && !self.unserved_recently()
+    }
+
+    /// Whether server-side memory says this client's hello could not be served recently.
+    fn unserved_recently(&self) -> bool {
+        let Some((m, ttl)) = &self.cfg.server_memory else { return false };
+        if self.cfg.require_tls {
+            return false;
+        }
+        let now = m.now();
+        m.get(&self.client_key()).intolerant.is_some_and(|i| {
+            i.class == FailureClass::Incompatible && now.saturating_sub(i.last) < ttl.as_secs()
+        })
     }
 
     /// Whether TLS has just started and the client has not said EHLO again: the
@@ -1086,6 +1190,16 @@ impl Session {
         match self.server_steps() {
             Ok(()) => Ok(()),
             Err(e) if e.code == Code::WouldBlock => Err(e),
+            Err(e) if e.code == Code::Handoff => {
+                self.report.outcome = Some(Outcome::Handoff);
+                self.report.reason = Some(Code::Handoff);
+                self.report.detail = e.detail.clone();
+                self.record_attempt(Code::Handoff, FailureClass::None);
+                self.tls = None;
+                self.stage = Stage::Handoff;
+                self.deadline = None;
+                Err(e)
+            }
             Err(e) => Err(self.fail(e)),
         }
     }

@@ -20,6 +20,8 @@ pub enum Outcome {
     Defer = 3,
     /// Permanent failure (bounce).
     Fail = 4,
+    /// Server: the connection was handed to the application's legacy TLS engine.
+    Handoff = 5,
 }
 
 impl Outcome {
@@ -31,6 +33,7 @@ impl Outcome {
             Outcome::Plaintext => "plaintext",
             Outcome::Defer => "defer",
             Outcome::Fail => "fail",
+            Outcome::Handoff => "handoff",
         }
     }
 }
@@ -98,6 +101,10 @@ pub struct Report {
     pub retry_without_sni: bool,
     /// What the intolerance memory did: used, recorded, pinned, suspected downgrade.
     pub memory_events: Vec<String>,
+    /// Server: the format of the client's first flight after the go reply.
+    pub hello: Option<crate::tls::sniff::Hello>,
+    /// Server: what was done with it.
+    pub hello_action: Option<crate::config::HelloAction>,
 }
 
 impl Report {
@@ -171,7 +178,7 @@ impl Report {
                 "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},",
                 "\"peer_cert\":{},\"capabilities\":{},\"attempts\":[{}],",
                 "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{},",
-                "\"retry_rung\":{},\"memory_events\":{}}}"
+                "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{}}}"
             ),
             json_str(self.outcome().name()),
             json_str(reason.name()),
@@ -192,6 +199,12 @@ impl Report {
             self.discarded_after_starttls,
             json_opt(self.retry_rung.map(Rung::name)),
             json_list(&self.memory_events),
+            json_opt(self.hello.map(|h| h.kind.name())),
+            json_opt(self.hello_action.map(|a| match a {
+                crate::config::HelloAction::Serve => "serve",
+                crate::config::HelloAction::Handoff => "handoff",
+                crate::config::HelloAction::Refuse => "refuse",
+            })),
         )
     }
 }

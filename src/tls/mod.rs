@@ -5,6 +5,7 @@ pub mod certinfo;
 pub mod client;
 pub mod observe;
 pub mod server;
+pub mod sniff;
 
 use crate::error::{Code, Error};
 
