@@ -318,3 +318,99 @@ fn negotiation_resumes_after_would_block_at_every_step_with_one_byte_io() {
     assert_eq!(got, b"221 bye\r\n");
     server.join().unwrap();
 }
+
+/// A server session that receives a crafted first flight after its 220: returns the
+/// result, the report, and what the client got back after the 220.
+fn serve_first_flight(cfg: Arc<Config>, flight: Vec<u8>, one_byte: bool) -> (Result<(), Code>, mailtls::session::report::Report, Vec<u8>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let client = thread::spawn(move || {
+        let mut a = a;
+        if one_byte {
+            // The server may stop reading as soon as it has classified the hello.
+            for byte in &flight {
+                if a.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                thread::sleep(Duration::from_micros(200));
+            }
+        } else {
+            let _ = a.write_all(&flight);
+        }
+        let _ = a.shutdown(std::net::Shutdown::Write);
+        let mut got = Vec::new();
+        let _ = a.read_to_end(&mut got);
+        got
+    });
+    let mut s = Session::server(cfg, Proto::Smtp, "192.0.2.7:4242").unwrap();
+    s.set_transport(Box::new(Sock(b)));
+    let r = s.server_starttls(b"").map_err(|e| e.code);
+    let report = s.report().clone();
+    drop(s);
+    (r, report, client.join().unwrap())
+}
+
+#[test]
+fn crafted_first_flights_are_classified_and_refused_in_their_own_format() {
+    use mailtls::tls::sniff::{samples, HelloKind};
+    let (scfg, _) = server_cfg();
+    let cases: Vec<(Vec<u8>, HelloKind, Option<Code>, &[u8])> = vec![
+        (samples::sslv2_hello(0x0301), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
+        (samples::sslv2_hello(0x0303), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
+        (samples::tls_hello(0x0300, 0x0300, false, false), HelloKind::Ssl3, Some(Code::HelloRefused), &[0x15, 3, 0, 0, 2, 2, 40]),
+        (samples::tls_hello(0x0301, 0x0301, false, true), HelloKind::Tls10, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 70]),
+        (samples::tls_hello(0x0301, 0x0303, false, false), HelloKind::Tls12, None, &[]),
+        (samples::tls_hello(0x0301, 0x0303, true, true), HelloKind::Tls13, None, &[]),
+        (vec![0x00, 0x13, 0x37, 0xff, 0x00, 0x01], HelloKind::Unknown, Some(Code::HelloRefused), &[]),
+    ];
+    for one_byte in [false, true] {
+        for (flight, kind, code, alert) in &cases {
+            let (r, rep, got) = serve_first_flight(scfg.clone(), flight.clone(), one_byte);
+            assert_eq!(rep.hello.map(|h| h.kind), Some(*kind), "{flight:02x?}");
+            let after_220 = &got[mailtls::protocol::smtp::REPLY_GO.len()..];
+            match code {
+                Some(c) => {
+                    assert_eq!(r, Err(*c), "{kind:?}");
+                    assert_eq!(after_220, *alert, "{kind:?}");
+                }
+                // Served by rustls, which then fails on the crafted content.
+                None => assert!(r.is_err() && rep.hello_action == Some(mailtls::config::HelloAction::Serve), "{kind:?} {r:?}"),
+            }
+        }
+    }
+    assert_eq!(scfg.hello_counts[HelloKind::Sslv2Compat as usize].load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+#[test]
+fn handoff_hands_over_exactly_the_bytes_read_and_server_memory_stops_offering() {
+    use mailtls::config::HelloAction;
+    use mailtls::recovery::memory::Memory;
+    use mailtls::tls::sniff::{samples, HelloKind};
+    let (cert, key) = mailtls::tls::server::self_signed(&["localhost".to_string()]).unwrap();
+    let mut b = ConfigBuilder::new(Role::Server);
+    b.certificate_pem(cert.as_bytes(), key.as_bytes());
+    b.hello_action(HelloKind::Sslv2Compat, HelloAction::Handoff).unwrap();
+    assert!(b.hello_action(HelloKind::Tls10, HelloAction::Serve).is_err());
+    let mem = Arc::new(Memory::in_process());
+    b.server_memory(Some(mem.clone()), Duration::from_secs(3600));
+    let cfg = b.build().unwrap();
+    let flight = samples::sslv2_hello(0x0303);
+    let (a, srv) = UnixStream::pair().unwrap();
+    let mut a2 = a.try_clone().unwrap();
+    a2.write_all(&flight).unwrap();
+    let mut s = Session::server(cfg.clone(), Proto::Smtp, "192.0.2.7:4242").unwrap();
+    s.set_transport(Box::new(Sock(srv)));
+    assert_eq!(s.server_starttls(b"").unwrap_err().code, Code::Handoff);
+    assert_eq!(s.report().outcome(), Outcome::Handoff);
+    let handed = s.handoff_bytes().to_vec();
+    assert!(!handed.is_empty() && flight.starts_with(&handed), "{handed:02x?}");
+    // Refused: the address is remembered and not offered STARTTLS again; another is.
+    let (r, _, _) = serve_first_flight(cfg.clone(), samples::tls_hello(0x0301, 0x0301, false, true), false);
+    assert_eq!(r, Err(Code::HelloRefused));
+    let again = Session::server(cfg.clone(), Proto::Smtp, "192.0.2.7:5555").unwrap();
+    assert!(!again.offer_starttls());
+    let other = Session::server(cfg.clone(), Proto::Smtp, "198.51.100.1:5555").unwrap();
+    assert!(other.offer_starttls());
+    mem.forget(&mailtls::recovery::memory::Key::new(Proto::Smtp, "192.0.2.7", 0));
+    assert!(Session::server(cfg, Proto::Smtp, "192.0.2.7:5555").unwrap().offer_starttls());
+}
