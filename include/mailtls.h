@@ -758,9 +758,11 @@ mailtls_result mailtls_config_builder_set_certificate_pem(mailtls_config_builder
                                                           uintptr_t key_len);
 
 /*
- Reads the server's certificate chain and private key from PEM files now; they are
- parsed and checked when the config is built. Unreadable files give
- `MAILTLS_RESULT_CERTIFICATE_LOAD` or `MAILTLS_RESULT_PRIVATE_KEY_LOAD`.
+ Uses the server's certificate chain and private key from PEM files: checked for
+ readability now (`MAILTLS_RESULT_CERTIFICATE_LOAD`, `_PRIVATE_KEY_LOAD`), parsed
+ and matched when the config is built, and re-checked at every STARTTLS: a renewed
+ pair is picked up without a restart, and files that became unreadable make the
+ server answer 454 and stop advertising STARTTLS until they are fixed.
  */
 mailtls_result mailtls_config_builder_set_certificate_files(mailtls_config_builder *b,
                                                             const char *chain_path,

@@ -130,8 +130,9 @@ pub struct Config {
     pub helo_name: String,
     /// The client's TLS side (absent under policy none).
     pub client_tls: Option<ClientTls>,
-    /// The server's TLS config (absent without a certificate: STARTTLS is then not offered).
-    pub server_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The server's TLS config (absent without a certificate: STARTTLS is then not
+    /// offered); from files it is re-checked at every STARTTLS.
+    pub server_tls: Option<crate::tls::server::ServerTls>,
     /// Server: refuse everything but NOOP, EHLO, STARTTLS and QUIT before TLS.
     pub require_tls: bool,
     /// Server: what to do with bytes pipelined after STARTTLS.
@@ -187,6 +188,7 @@ pub struct ConfigBuilder {
     trust: Option<TrustSource>,
     cert_pem: Option<Vec<u8>>,
     key_pem: Option<Vec<u8>>,
+    cert_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     limits: Limits,
     step_timeout: Duration,
     helo_name: Option<String>,
@@ -211,6 +213,7 @@ impl ConfigBuilder {
             trust: None,
             cert_pem: None,
             key_pem: None,
+            cert_files: None,
             limits: Limits::default(),
             step_timeout: Duration::from_secs(300),
             helo_name: None,
@@ -283,6 +286,16 @@ impl ConfigBuilder {
     pub fn certificate_pem(&mut self, chain: &[u8], key: &[u8]) -> &mut Self {
         self.cert_pem = Some(chain.to_vec());
         self.key_pem = Some(key.to_vec());
+        self.cert_files = None;
+        self
+    }
+
+    /// Sets the server certificate chain and key from PEM files, loaded at build and
+    /// re-checked at every STARTTLS.
+    pub fn certificate_files(&mut self, chain: &str, key: &str) -> &mut Self {
+        self.cert_files = Some((chain.into(), key.into()));
+        self.cert_pem = None;
+        self.key_pem = None;
         self
     }
 
@@ -342,11 +355,10 @@ impl ConfigBuilder {
                 Some(ClientTls::new(Some(&trust), p == Policy::Verify)?)
             }
         };
-        let server_tls = match (self.role, &self.cert_pem, &self.key_pem) {
-            (Role::Server, Some(c), Some(k)) => {
-                let ck = crate::tls::server::certified_key(c, k)?;
-                Some(crate::tls::server::server_config(ck)?)
-            }
+        use crate::tls::server::{certified_key, server_config, ServerTls};
+        let server_tls = match (self.role, &self.cert_files, &self.cert_pem, &self.key_pem) {
+            (Role::Server, Some((c, k)), _, _) => Some(ServerTls::from_files(c, k)?),
+            (Role::Server, None, Some(c), Some(k)) => Some(ServerTls::fixed(server_config(certified_key(c, k)?)?)),
             _ => None,
         };
         let helo_name = self.helo_name.clone().unwrap_or_else(local_host_name);

@@ -414,3 +414,44 @@ fn handoff_hands_over_exactly_the_bytes_read_and_server_memory_stops_offering() 
     mem.forget(&mailtls::recovery::memory::Key::new(Proto::Smtp, "192.0.2.7", 0));
     assert!(Session::server(cfg, Proto::Smtp, "192.0.2.7:5555").unwrap().offer_starttls());
 }
+
+#[test]
+fn key_file_unreadable_at_run_time_means_454_and_no_offer_and_renewal_is_picked_up() {
+    let dir = std::env::temp_dir().join(format!("mailtls-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = mailtls::tls::server::self_signed(&["localhost".to_string()]).unwrap();
+    let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cp, &cert).unwrap();
+    std::fs::write(&kp, &key).unwrap();
+    let mut b = ConfigBuilder::new(Role::Server);
+    b.certificate_files(cp.to_str().unwrap(), kp.to_str().unwrap());
+    let cfg = b.build().unwrap();
+    assert!(Session::server(cfg.clone(), Proto::Smtp, "peer").unwrap().offer_starttls());
+
+    std::fs::rename(&kp, dir.join("key.gone")).unwrap();
+    let (a, srv) = UnixStream::pair().unwrap();
+    let mut s = Session::server(cfg.clone(), Proto::Smtp, "peer").unwrap();
+    assert!(!s.offer_starttls(), "never advertise STARTTLS that cannot work");
+    s.set_transport(Box::new(Sock(srv)));
+    assert_eq!(s.server_starttls(b"").unwrap_err().code, Code::TlsUnavailable);
+    let mut got = [0u8; 128];
+    let mut a = a;
+    let n = a.read(&mut got).unwrap();
+    assert!(got[..n].starts_with(b"454 "), "{:?}", String::from_utf8_lossy(&got[..n]));
+
+    // A renewed pair appears: served from the next STARTTLS on, no restart.
+    let (cert2, key2) = mailtls::tls::server::self_signed(&["localhost".to_string()]).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&cp, &cert2).unwrap();
+    std::fs::write(&kp, &key2).unwrap();
+    let (a, b2) = UnixStream::pair().unwrap();
+    let cfg2 = cfg.clone();
+    let server = thread::spawn(move || run_server(b2, cfg2));
+    let mut c = Session::client(client_cfg(Policy::Verify, Some(&cert2)), Proto::Smtp, "localhost", 25).unwrap();
+    c.set_transport(Box::new(Sock(a)));
+    c.negotiate().unwrap();
+    c.write(b"QUIT\r\n").unwrap();
+    smtp_line(&mut c);
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -133,9 +133,11 @@ pub extern "C" fn mailtls_config_builder_set_certificate_pem(
     })
 }
 
-/// Reads the server's certificate chain and private key from PEM files now; they are
-/// parsed and checked when the config is built. Unreadable files give
-/// `MAILTLS_RESULT_CERTIFICATE_LOAD` or `MAILTLS_RESULT_PRIVATE_KEY_LOAD`.
+/// Uses the server's certificate chain and private key from PEM files: checked for
+/// readability now (`MAILTLS_RESULT_CERTIFICATE_LOAD`, `_PRIVATE_KEY_LOAD`), parsed
+/// and matched when the config is built, and re-checked at every STARTTLS: a renewed
+/// pair is picked up without a restart, and files that became unreadable make the
+/// server answer 454 and stop advertising STARTTLS until they are fixed.
 #[no_mangle]
 pub extern "C" fn mailtls_config_builder_set_certificate_files(
     b: *mut mailtls_config_builder,
@@ -150,21 +152,13 @@ pub extern "C" fn mailtls_config_builder_set_certificate_files(
             (Err(e), _) | (_, Err(e)) => return e,
         };
         let bl = builder(b);
-        let chain = match std::fs::read(cp) {
-            Ok(d) => d,
-            Err(e) => {
-                bl.error = Some(crate::error::Error::new(mailtls_result::CertificateLoad, format!("{cp}: {e}")));
-                return mailtls_result::CertificateLoad;
+        for (path, code) in [(cp, mailtls_result::CertificateLoad), (kp, mailtls_result::PrivateKeyLoad)] {
+            if let Err(e) = std::fs::File::open(path) {
+                bl.error = Some(crate::error::Error::new(code, format!("{path}: {e}")));
+                return code;
             }
-        };
-        let key = match std::fs::read(kp) {
-            Ok(d) => d,
-            Err(e) => {
-                bl.error = Some(crate::error::Error::new(mailtls_result::PrivateKeyLoad, format!("{kp}: {e}")));
-                return mailtls_result::PrivateKeyLoad;
-            }
-        };
-        bl.inner.certificate_pem(&chain, &key);
+        }
+        bl.inner.certificate_files(cp, kp);
         mailtls_result::Ok
     })
 }
@@ -512,7 +506,7 @@ pub extern "C" fn mailtls_config_builder_last_error(
 pub extern "C" fn mailtls_config_server_tls_ready(cfg: *const mailtls_config) -> bool {
     ffi_guard!(false, {
         non_null!(cfg, false);
-        config_ref(cfg).server_tls.is_some()
+        config_ref(cfg).server_tls.as_ref().is_some_and(|t| t.now().is_ok())
     })
 }
 

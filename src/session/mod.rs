@@ -1087,8 +1087,8 @@ impl Session {
     /// loaded, TLS is not active yet, and nothing has failed.
     pub fn offer_starttls(&self) -> bool {
         self.role == Role::Server
-            && self.cfg.server_tls.is_some()
             && self.stage == Stage::ServerPlain
+            && self.cfg.server_tls.as_ref().is_some_and(|t| t.now().is_ok())
             && !self.unserved_recently()
     }
 
@@ -1157,10 +1157,15 @@ impl Session {
         self.io()?;
         self.started = Some(Instant::now());
         self.connections = 1;
-        let Some(sc) = self.cfg.server_tls.clone() else {
+        let available = match &self.cfg.server_tls {
+            None => Err("no certificate is configured".to_string()),
+            Some(t) => t.now().map_err(|e| e.detail),
+        };
+        let Ok(sc) = available else {
             self.plain_out.extend_from_slice(smtp::REPLY_TLS_UNAVAILABLE.as_bytes());
             let _ = self.flush_out();
-            let e = Error::new(Code::TlsUnavailable, "STARTTLS received but no usable certificate: 454 sent");
+            let why = available.err().unwrap_or_default();
+            let e = Error::new(Code::TlsUnavailable, format!("STARTTLS received but TLS cannot start ({why}): 454 sent"));
             self.log(LogLevel::Warn, &e.detail);
             self.last_error = Some(e.clone());
             return Err(e);

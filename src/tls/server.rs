@@ -65,6 +65,69 @@ pub fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
     Ok(Arc::new(cfg))
 }
 
+/// The server's TLS config, with the files it came from: checked at every STARTTLS
+/// and reloaded when they change (a renewed certificate needs no restart). When the
+/// files cannot be read or no longer load, TLS is unavailable until they are fixed:
+/// the server answers 454 and stops advertising STARTTLS.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    current: parking_lot::Mutex<(Option<FileStamps>, Option<Arc<ServerConfig>>)>,
+}
+
+type FileStamps = (std::time::SystemTime, std::time::SystemTime);
+
+impl ServerTls {
+    /// A config from PEM data in memory: always available.
+    pub fn fixed(cfg: Arc<ServerConfig>) -> Self {
+        ServerTls { files: None, current: parking_lot::Mutex::new((None, Some(cfg))) }
+    }
+
+    /// A config from files, loaded now (an error now is a build error).
+    pub fn from_files(chain: &std::path::Path, key: &std::path::Path) -> Result<Self> {
+        let s = ServerTls { files: Some((chain.to_path_buf(), key.to_path_buf())), current: parking_lot::Mutex::new((None, None)) };
+        s.reload()?;
+        Ok(s)
+    }
+
+    fn stamps(&self) -> std::io::Result<Option<FileStamps>> {
+        let Some((c, k)) = &self.files else { return Ok(None) };
+        // Opening proves readability; the modification times tell a renewal.
+        let mc = std::fs::File::open(c)?.metadata()?.modified()?;
+        let mk = std::fs::File::open(k)?.metadata()?.modified()?;
+        Ok(Some((mc, mk)))
+    }
+
+    fn reload(&self) -> Result<Arc<ServerConfig>> {
+        let (c, k) = self.files.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no certificate files"))?;
+        let stamps = self.stamps().map_err(|e| Error::new(Code::CertificateLoad, format!("{} / {}: {e}", c.display(), k.display())))?;
+        let chain = std::fs::read(c).map_err(|e| Error::new(Code::CertificateLoad, format!("{}: {e}", c.display())))?;
+        let key = std::fs::read(k).map_err(|e| Error::new(Code::PrivateKeyLoad, format!("{}: {e}", k.display())))?;
+        let cfg = server_config(certified_key(&chain, &key)?)?;
+        *self.current.lock() = (stamps, Some(cfg.clone()));
+        Ok(cfg)
+    }
+
+    /// The config to serve with now, or why TLS cannot start.
+    pub fn now(&self) -> Result<Arc<ServerConfig>> {
+        if self.files.is_none() {
+            return self.current.lock().1.clone().ok_or_else(|| Error::new(Code::NoCertificate, "no certificate"));
+        }
+        let stamps = self.stamps().map_err(|e| {
+            Error::new(Code::CertificateLoad, format!("the certificate or key file cannot be read now: {e}"))
+        })?;
+        {
+            let cur = self.current.lock();
+            if cur.0 == stamps {
+                if let Some(cfg) = &cur.1 {
+                    return Ok(cfg.clone());
+                }
+            }
+        }
+        self.reload()
+    }
+}
+
 #[derive(Debug)]
 struct Single(Arc<CertifiedKey>);
 
