@@ -375,7 +375,16 @@ impl Session {
     /// error; after it, rustls learns of it and the reader reports clean or truncated close.
     fn read_tls_once(&mut self) -> Result<()> {
         let mut buf = [0u8; 16 * 1024 + 512];
-        let n = self.read_raw(&mut buf)?;
+        // A server still classifying the client's hello reads no further than the
+        // sniffer needs, so that a handoff leaves the rest on the transport.
+        let want = match (self.role, self.server_tls_seen) {
+            (Role::Server, false) => match sniff::sniff(&self.pre_tls) {
+                sniff::Sniff::NeedMore(n) => n.saturating_sub(self.pre_tls.len()).clamp(1, buf.len()),
+                sniff::Sniff::Done(_) => 512,
+            },
+            _ => buf.len(),
+        };
+        let n = self.read_raw(&mut buf[..want])?;
         let handshaking = self.tls.as_ref().is_some_and(|c| c.is_handshaking());
         if n == 0 {
             if handshaking {
