@@ -3,6 +3,7 @@
 //! here is fed bytes and answers with bytes or decisions, so it is tested with byte
 //! strings, one byte at a time if need be.
 
+pub mod client;
 pub mod lines;
 pub mod smtp;
 

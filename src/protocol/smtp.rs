@@ -1,7 +1,7 @@
 //! SMTP and LMTP: the reply parser, the client's STARTTLS dialogue (RFC 3207), and
 //! the server's command classification.
 
-use super::lines::LineBuf;
+use super::client::{ProtocolClient, Step};
 use super::{Limits, Proto};
 use crate::error::{Code, Error, Result};
 
@@ -103,26 +103,6 @@ pub fn offers_starttls(caps: &[String]) -> bool {
     caps.iter().any(|c| c.split(' ').next() == Some("STARTTLS"))
 }
 
-/// What the client dialogue wants the session to do next.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ClientAction {
-    /// Write these bytes to the peer.
-    Send(Vec<u8>),
-    /// Read more bytes and feed them.
-    NeedInput,
-    /// The plaintext capabilities are known: the policy decides whether to ask for STARTTLS.
-    Decide {
-        /// Whether the server advertised STARTTLS.
-        offered: bool,
-    },
-    /// The server said go (`220` to STARTTLS) and nothing followed it: start TLS now.
-    Go,
-    /// STARTTLS was not granted; the error says how (temporary, permanent, not a go).
-    Refused(Error),
-    /// Capabilities (after TLS, or plaintext when the policy stopped there) are known.
-    Ready,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Greeting,
@@ -130,60 +110,33 @@ enum State {
     Helo,
     Decide,
     StartTls,
-    Go,
-    Refused,
-    Ready,
+    Done,
 }
 
-/// The client side of the SMTP/LMTP STARTTLS dialogue, sans I/O.
+/// The SMTP/LMTP part of the client dialogue (RFC 5321, RFC 2033, RFC 3207).
 #[derive(Debug)]
 pub struct Client {
     proto: Proto,
     helo_name: String,
-    limits: Limits,
     state: State,
-    lines: LineBuf,
     replies: ReplyReader,
-    out: Option<Vec<u8>>,
+    max_lines: usize,
     tls: bool,
-    pretls_bytes: usize,
-    greeting: Option<Reply>,
     caps: Vec<String>,
-    offered: bool,
 }
 
 impl Client {
-    /// A new dialogue; `helo_name` is the EHLO/LHLO argument.
+    /// A new parser; `helo_name` is the EHLO/LHLO argument.
     pub fn new(proto: Proto, helo_name: &str, limits: Limits) -> Self {
         Client {
             proto,
             helo_name: helo_name.to_string(),
-            limits,
             state: State::Greeting,
-            lines: LineBuf::new(limits.max_line),
             replies: ReplyReader::new(limits.max_reply_lines),
-            out: None,
+            max_lines: limits.max_reply_lines,
             tls: false,
-            pretls_bytes: 0,
-            greeting: None,
             caps: Vec::new(),
-            offered: false,
         }
-    }
-
-    /// Feeds bytes received from the peer (decrypted ones once TLS runs).
-    pub fn feed(&mut self, data: &[u8]) -> Result<()> {
-        if !self.tls {
-            self.pretls_bytes += data.len();
-            if self.pretls_bytes > self.limits.max_pretls_bytes {
-                return Err(Error::new(
-                    Code::TooMuchData,
-                    format!("more than {} bytes before TLS", self.limits.max_pretls_bytes),
-                ));
-            }
-        }
-        self.lines.extend(data);
-        Ok(())
     }
 
     fn hello_command(&self, helo: bool) -> Vec<u8> {
@@ -195,54 +148,29 @@ impl Client {
         format!("{verb} {}\r\n", self.helo_name).into_bytes()
     }
 
-    /// The next thing to do.
-    pub fn poll(&mut self) -> Result<ClientAction> {
-        if let Some(out) = self.out.take() {
-            return Ok(ClientAction::Send(out));
-        }
-        loop {
-            match self.state {
-                State::Decide => return Ok(ClientAction::Decide { offered: self.offered }),
-                State::Go => return Ok(ClientAction::Go),
-                State::Ready => return Ok(ClientAction::Ready),
-                State::Refused => return Ok(ClientAction::NeedInput),
-                _ => {}
-            }
-            let Some(line) = self.lines.next_line()? else {
-                return Ok(ClientAction::NeedInput);
-            };
-            let Some(reply) = self.replies.line(&line)? else { continue };
-            if let Some(action) = self.on_reply(reply)? {
-                return Ok(action);
-            }
-        }
-    }
-
-    fn on_reply(&mut self, reply: Reply) -> Result<Option<ClientAction>> {
+    fn on_reply(&mut self, reply: Reply) -> Result<Step> {
         match self.state {
             State::Greeting => {
                 if reply.code != 220 {
                     return Err(Error::new(Code::GreetingRefused, format!("greeting: {}", reply.summary())));
                 }
-                self.greeting = Some(reply);
                 self.state = State::Ehlo;
-                Ok(Some(ClientAction::Send(self.hello_command(false))))
+                Ok(Step::Send(self.hello_command(false)))
             }
             State::Ehlo => {
                 if reply.code == 250 {
                     self.caps = ehlo_capabilities(&reply);
                     if self.tls {
-                        self.state = State::Ready;
-                        return Ok(Some(ClientAction::Ready));
+                        self.state = State::Done;
+                        return Ok(Step::Ready);
                     }
-                    self.offered = offers_starttls(&self.caps);
                     self.state = State::Decide;
-                    return Ok(Some(ClientAction::Decide { offered: self.offered }));
+                    return Ok(Step::Decide { offered: offers_starttls(&self.caps) });
                 }
                 if self.proto == Proto::Smtp && !self.tls && (500..600).contains(&reply.code) {
                     // RFC 5321 section 3.2: an old server without EHLO; HELO has no extensions.
                     self.state = State::Helo;
-                    return Ok(Some(ClientAction::Send(self.hello_command(true))));
+                    return Ok(Step::Send(self.hello_command(true)));
                 }
                 Err(Error::new(Code::CapabilityRefused, format!("EHLO: {}", reply.summary())))
             }
@@ -251,79 +179,56 @@ impl Client {
                     return Err(Error::new(Code::CapabilityRefused, format!("HELO: {}", reply.summary())));
                 }
                 self.caps.clear();
-                self.offered = false;
                 self.state = State::Decide;
-                Ok(Some(ClientAction::Decide { offered: false }))
+                Ok(Step::Decide { offered: false })
             }
             State::StartTls => {
+                self.state = State::Done;
                 if reply.code == 220 {
-                    // RFC 3207 section 4.2 and the CVE-2011-0411 family: nothing may follow the go.
-                    if self.lines.pending() > 0 || self.replies.in_reply() {
-                        let extra = self.lines.take();
-                        return Err(Error::new(
-                            Code::ReplyInjection,
-                            format!(
-                                "{} bytes after the 220 to STARTTLS, before the TLS handshake: {:?}",
-                                extra.len(),
-                                printable(&extra)
-                            ),
-                        ));
-                    }
-                    self.state = State::Go;
-                    return Ok(Some(ClientAction::Go));
+                    return Ok(Step::Go);
                 }
                 let code = match reply.code {
                     400..=499 => Code::StarttlsRefusedTemporary,
                     500..=599 => Code::StarttlsRefusedPermanent,
                     _ => Code::StarttlsBadReply,
                 };
-                self.state = State::Refused;
-                Ok(Some(ClientAction::Refused(Error::new(code, format!("STARTTLS: {}", reply.summary())))))
+                Ok(Step::Refused(Error::new(code, format!("STARTTLS: {}", reply.summary()))))
             }
-            State::Decide | State::Go | State::Refused | State::Ready => Err(Error::new(
+            State::Decide | State::Done => Err(Error::new(
                 Code::Protocol,
                 format!("unexpected reply with nothing outstanding: {}", reply.summary()),
             )),
         }
     }
+}
 
-    /// After `Decide`: ask for STARTTLS.
-    pub fn request_starttls(&mut self) {
+impl ProtocolClient for Client {
+    fn on_line(&mut self, line: &[u8]) -> Result<Step> {
+        match self.replies.line(line)? {
+            Some(reply) => self.on_reply(reply),
+            None => Ok(Step::Wait),
+        }
+    }
+
+    fn starttls(&mut self) -> Vec<u8> {
         self.state = State::StartTls;
-        self.out = Some(b"STARTTLS\r\n".to_vec());
+        b"STARTTLS\r\n".to_vec()
     }
 
-    /// After `Go`: TLS is up. Everything learnt in plaintext is forgotten (RFC 3207
-    /// section 4.2) and EHLO is queued again.
-    pub fn tls_started(&mut self) {
+    fn tls_started(&mut self) -> Option<Vec<u8>> {
         self.tls = true;
-        self.greeting = None;
         self.caps.clear();
-        self.offered = false;
-        self.lines.clear();
-        self.replies = ReplyReader::new(self.limits.max_reply_lines);
+        self.replies = ReplyReader::new(self.max_lines);
         self.state = State::Ehlo;
-        self.out = Some(self.hello_command(false));
+        Some(self.hello_command(false))
     }
 
-    /// Stops the dialogue where it is (plaintext, after `Decide` or `Refused`).
-    pub fn finish_plain(&mut self) {
-        self.state = State::Ready;
-    }
-
-    /// The capabilities now known: after TLS only the protected ones.
-    pub fn capabilities(&self) -> &[String] {
+    fn capabilities(&self) -> &[String] {
         &self.caps
     }
 
-    /// The greeting, while it is still trusted (it is forgotten when TLS starts).
-    pub fn greeting(&self) -> Option<&Reply> {
-        self.greeting.as_ref()
-    }
-
-    /// Bytes received but not consumed by the dialogue (handed to the application).
-    pub fn take_unread(&mut self) -> Vec<u8> {
-        self.lines.take()
+    fn quit(&self) -> Option<Vec<u8>> {
+        Some(b"QUIT\r\n".to_vec())
     }
 }
 
@@ -378,8 +283,9 @@ pub const REPLY_EHLO_FIRST: &str = "503 5.5.1 Error: send EHLO first\r\n";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::client::{ClientAction, Dialogue};
 
-    fn drive(c: &mut Client, input: &[u8], one_byte: bool) -> Vec<ClientAction> {
+    fn drive(c: &mut Dialogue, input: &[u8], one_byte: bool) -> Vec<ClientAction> {
         let mut acts = Vec::new();
         let chunks: Vec<&[u8]> = if one_byte { input.chunks(1).collect() } else { vec![input] };
         for ch in chunks {
@@ -406,7 +312,7 @@ mod tests {
     #[test]
     fn multiline_greeting_and_ehlo_to_go() {
         for one in [false, true] {
-            let mut c = Client::new(Proto::Smtp, "client.example", Limits::default());
+            let mut c = Dialogue::new(Proto::Smtp, "client.example", Limits::default()).unwrap();
             let acts = drive(
                 &mut c,
                 b"220-mx.example ESMTP\r\n220 more\r\n250-mx.example\r\n250-PIPELINING\r\n250-starttls\r\n250 8BITMIME\r\n220 go\r\n",
@@ -421,7 +327,7 @@ mod tests {
 
     #[test]
     fn reply_injection_after_220_aborts() {
-        let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
         c.feed(b"220 hi\r\n250-x\r\n250 STARTTLS\r\n").unwrap();
         while !matches!(c.poll().unwrap(), ClientAction::Decide { .. }) {}
         c.request_starttls();
@@ -432,7 +338,7 @@ mod tests {
 
     #[test]
     fn partial_injected_line_also_aborts() {
-        let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
         c.feed(b"220 hi\r\n250 STARTTLS\r\n").unwrap();
         c.poll().unwrap();
         c.poll().unwrap();
@@ -450,7 +356,7 @@ mod tests {
             (b"250 ok\r\n", Code::StarttlsBadReply),
             (b"354 go ahead\r\n", Code::StarttlsBadReply),
         ] {
-            let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+            let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
             let mut input = b"220 hi\r\n250-x\r\n250 STARTTLS\r\n".to_vec();
             input.extend_from_slice(reply);
             let acts = drive(&mut c, &input, false);
@@ -463,13 +369,12 @@ mod tests {
 
     #[test]
     fn tls_forgets_plaintext_capabilities() {
-        let mut c = Client::new(Proto::Lmtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Lmtp, "c", Limits::default()).unwrap();
         let acts = drive(&mut c, b"220 hi\r\n250-x\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n220 go\r\n", false);
         assert_eq!(acts[0], ClientAction::Send(b"LHLO c\r\n".to_vec()));
         assert_eq!(c.capabilities().len(), 2);
         c.tls_started();
         assert!(c.capabilities().is_empty());
-        assert!(c.greeting().is_none());
         assert_eq!(c.poll().unwrap(), ClientAction::Send(b"LHLO c\r\n".to_vec()));
         c.feed(b"250-x\r\n250 AUTH LOGIN\r\n").unwrap();
         assert_eq!(c.poll().unwrap(), ClientAction::Ready);
@@ -478,7 +383,7 @@ mod tests {
 
     #[test]
     fn helo_fallback_when_ehlo_is_unknown() {
-        let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
         let acts = drive(&mut c, b"220 old\r\n500 what\r\n250 ok\r\n", false);
         assert_eq!(acts[1], ClientAction::Send(b"HELO c\r\n".to_vec()));
         assert_eq!(acts[2], ClientAction::Decide { offered: false });
@@ -486,13 +391,13 @@ mod tests {
 
     #[test]
     fn malformed_and_oversized_replies_are_errors() {
-        let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
         c.feed(b"hello\r\n").unwrap();
         assert_eq!(c.poll().unwrap_err().code, Code::Protocol);
-        let mut c = Client::new(Proto::Smtp, "c", Limits { max_reply_lines: 3, ..Limits::default() });
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits { max_reply_lines: 3, ..Limits::default() }).unwrap();
         c.feed(b"220-a\r\n220-a\r\n220-a\r\n220-a\r\n").unwrap();
         assert_eq!(c.poll().unwrap_err().code, Code::TooManyLines);
-        let mut c = Client::new(Proto::Smtp, "c", Limits { max_pretls_bytes: 10, ..Limits::default() });
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits { max_pretls_bytes: 10, ..Limits::default() }).unwrap();
         assert_eq!(c.feed(b"220-aaaaaaaaaaaaaaa").unwrap_err().code, Code::TooMuchData);
         let mut r = ReplyReader::new(10);
         r.line(b"250-a").unwrap();
@@ -501,7 +406,7 @@ mod tests {
 
     #[test]
     fn greeting_refusal() {
-        let mut c = Client::new(Proto::Smtp, "c", Limits::default());
+        let mut c = Dialogue::new(Proto::Smtp, "c", Limits::default()).unwrap();
         c.feed(b"554 go away\r\n").unwrap();
         assert_eq!(c.poll().unwrap_err().code, Code::GreetingRefused);
     }

@@ -13,7 +13,8 @@ use rustls::Connection;
 
 use crate::config::{Config, HelloAction, InjectionAction, LogLevel, Policy, Role};
 use crate::error::{Code, Error, Result};
-use crate::protocol::smtp::{self, ClientAction, Command};
+use crate::protocol::client::{ClientAction, Dialogue};
+use crate::protocol::smtp::{self, Command};
 use crate::protocol::Proto;
 use crate::recovery::memory::{Key, Memory};
 use crate::recovery::{classify, FailureClass, Rung};
@@ -95,7 +96,7 @@ pub struct Session {
     server_name: String,
     io: Option<Box<dyn Transport>>,
     stage: Stage,
-    dialogue: Option<smtp::Client>,
+    dialogue: Option<Dialogue>,
     tls: Option<Connection>,
     plain_out: Vec<u8>,
     app_in: Vec<u8>,
@@ -656,7 +657,7 @@ impl Session {
     /// Resets everything that belongs to one connection and starts its dialogue.
     fn begin_attempt(&mut self, rung: Rung, sni: bool, plaintext_only: bool) {
         self.connections += 1;
-        self.dialogue = Some(smtp::Client::new(self.proto, &self.cfg.helo_name, self.cfg.limits));
+        self.dialogue = Dialogue::new(self.proto, &self.cfg.helo_name, self.cfg.limits).ok();
         self.tls = None;
         self.plain_out.clear();
         self.app_in.clear();
@@ -1061,9 +1062,11 @@ impl Session {
             )
         {
             // A polite end to a sane plaintext dialogue; failing to send it changes nothing.
-            self.plain_out.clear();
-            self.plain_out.extend_from_slice(b"QUIT\r\n");
-            let _ = self.flush_out();
+            if let Some(quit) = self.dialogue.as_ref().and_then(Dialogue::quit) {
+                self.plain_out.clear();
+                self.plain_out.extend_from_slice(&quit);
+                let _ = self.flush_out();
+            }
         }
         self.report.outcome = Some(outcome);
         self.report.reason = Some(e.code);
