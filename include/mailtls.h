@@ -250,6 +250,11 @@ enum mailtls_result
    */
   MAILTLS_RESULT_CAPABILITY_REFUSED = 411,
   /*
+   The IMAP server pre-authenticated the connection in plaintext (`PREAUTH`):
+   STARTTLS is impossible there (RFC 9051 section 6.2.1).
+   */
+  MAILTLS_RESULT_PREAUTH_PLAINTEXT = 412,
+  /*
    The TLS handshake failed (the detail names the TLS error).
    */
   MAILTLS_RESULT_TLS_HANDSHAKE = 500,
@@ -299,6 +304,10 @@ enum mailtls_result
    */
   MAILTLS_RESULT_RETRY_NEEDED = 511,
   /*
+   The peer spoke plaintext where TLS was expected (an implicit-TLS port, RFC 8314).
+   */
+  MAILTLS_RESULT_NOT_TLS = 512,
+  /*
    STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
    */
   MAILTLS_RESULT_TLS_UNAVAILABLE = 600,
@@ -318,6 +327,10 @@ enum mailtls_result
    TLS has just started: the client must say EHLO again before this command.
    */
   MAILTLS_RESULT_STATE_RESET_REQUIRED = 603,
+  /*
+   Server: STARTTLS outside the state that allows it (after authentication).
+   */
+  MAILTLS_RESULT_STARTTLS_NOT_ALLOWED = 605,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -1154,6 +1167,17 @@ uintptr_t mailtls_report_memory_event_count(const mailtls_report *r);
 const char *mailtls_report_memory_event(const mailtls_report *r, uintptr_t i);
 
 /*
+ How many warnings the report holds: suspicious things seen in plaintext that must
+ not be shown to a user as trusted (an IMAP `[ALERT]` received before TLS).
+ */
+uintptr_t mailtls_report_warning_count(const mailtls_report *r);
+
+/*
+ Warning number `i`, a sentence quoting the suspicious text, or NULL when out of range.
+ */
+const char *mailtls_report_warning(const mailtls_report *r, uintptr_t i);
+
+/*
  The name of a rung ("modern", "compact", "classic", "tls12"), or NULL; static.
  */
 const char *mailtls_rung_name(uint32_t rung);
@@ -1187,8 +1211,7 @@ const char *mailtls_hello_name(uint32_t hello);
 
 /*
  Creates a client session for `host` and `port` with protocol `proto`
- (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
- `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
+ (`MAILTLS_PROTO_SMTP`, `_LMTP`, `_IMAP`, `_POP3`, `_NNTP` or `_SIEVE`). `host` is also the reference name for `verify` and
  the SNI, unless `mailtls_session_set_server_name` says otherwise. The session holds
  its own reference to `cfg`. Free it with `mailtls_session_free`.
  */
@@ -1367,9 +1390,47 @@ mailtls_result mailtls_server_check_command(mailtls_session *s, const uint8_t *l
 
 /*
  Server: the reply line (with CRLF) to send for a refusal code from
- `mailtls_server_check_command`, or NULL when the code has none. Static.
+ `mailtls_server_check_command` or `mailtls_server_starttls`, in the session's
+ protocol (SMTP `530 5.7.0`, IMAP `tag NO [PRIVACYREQUIRED]`, POP3 `-ERR`, NNTP `483`,
+ ManageSieve `NO (ENCRYPT-NEEDED)`, ...), with the tag of the last IMAP command
+ checked. NULL when the code has no reply. Owned by the session, valid until the
+ next call of this function on it.
  */
-const char *mailtls_server_reply(const mailtls_session *s, uint32_t code);
+const char *mailtls_server_reply(mailtls_session *s, uint32_t code);
+
+/*
+ Server, implicit TLS (RFC 8314: ports 465, 993, 995, 563, ...): runs the TLS
+ handshake at once, before any protocol byte. `MAILTLS_RESULT_WOULD_BLOCK` resumes
+ with `mailtls_session_continue`. On `MAILTLS_RESULT_OK` send the greeting with
+ `mailtls_session_write`; a later STARTTLS is refused (`MAILTLS_RESULT_TLS_ALREADY_ACTIVE`
+ from `mailtls_server_check_command`). The client's hello is classified and served,
+ handed off or refused as with STARTTLS.
+ */
+mailtls_result mailtls_server_start_implicit(mailtls_session *s);
+
+/*
+ Server: whether the client may send credentials now. False in require-TLS mode
+ before TLS: an IMAP server then advertises `LOGINDISABLED`, POP3 leaves `USER` and
+ `SASL` out of CAPA, SMTP leaves `AUTH` out of EHLO.
+ */
+bool mailtls_server_auth_allowed(const mailtls_session *s);
+
+/*
+ Server: the client has logged in (IMAP LOGIN/AUTHENTICATE, POP3 PASS/APOP, NNTP
+ AUTHINFO, SMTP AUTH, ManageSieve AUTHENTICATE succeeded). From now on STARTTLS is
+ not offered (`mailtls_server_offer_starttls` is false) and a STARTTLS is refused
+ with `MAILTLS_RESULT_STARTTLS_NOT_ALLOWED`.
+ */
+mailtls_result mailtls_server_note_authenticated(mailtls_session *s);
+
+/*
+ Client: implicit TLS (RFC 8314: SMTP submission 465, IMAPS 993, POP3S 995, NNTPS
+ 563, ...). The handshake starts as soon as `mailtls_client_negotiate` runs, before
+ any protocol byte; the greeting and the capabilities are read inside TLS. The same
+ ladder and memory apply; plaintext never does, whatever the policy. Only before
+ negotiating.
+ */
+mailtls_result mailtls_session_set_implicit_tls(mailtls_session *s, bool on);
 
 /*
  Server: handles a received STARTTLS. `pipelined`/`len` are the bytes that followed
@@ -1382,6 +1443,10 @@ const char *mailtls_server_reply(const mailtls_session *s, uint32_t code);
  config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
  TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
  refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
+ The go reply is the protocol's (SMTP `220`, IMAP `tag OK`, POP3 `+OK`, NNTP `382`,
+ ManageSieve `OK`); for IMAP pass the STARTTLS line to `mailtls_server_check_command`
+ first, so the reply carries its tag. After `mailtls_server_note_authenticated`
+ STARTTLS is refused (`MAILTLS_RESULT_STARTTLS_NOT_ALLOWED`, reply sent).
  On `MAILTLS_RESULT_OK` TLS is active: the server MUST forget its protocol state
  (EHLO argument, transaction, authentication) and use `mailtls_session_read` and
  `mailtls_session_write` from now on; `mailtls_server_reset_required` stays true

@@ -82,6 +82,9 @@ pub enum Code {
     CommandInjection = 410,
     /// The server refused the capability query (EHLO, LHLO).
     CapabilityRefused = 411,
+    /// The IMAP server pre-authenticated the connection in plaintext (`PREAUTH`):
+    /// STARTTLS is impossible there (RFC 9051 section 6.2.1).
+    PreauthPlaintext = 412,
 
     /// The TLS handshake failed (the detail names the TLS error).
     TlsHandshake = 500,
@@ -108,6 +111,8 @@ pub enum Code {
     /// The handshake failed in a way a more conservative hello may avoid: retry on a new
     /// connection with the rung the report names.
     RetryNeeded = 511,
+    /// The peer spoke plaintext where TLS was expected (an implicit-TLS port, RFC 8314).
+    NotTls = 512,
 
     /// STARTTLS cannot start now (no usable certificate); `454` or its equivalent was sent.
     TlsUnavailable = 600,
@@ -119,6 +124,8 @@ pub enum Code {
     TlsRequired = 602,
     /// TLS has just started: the client must say EHLO again before this command.
     StateResetRequired = 603,
+    /// Server: STARTTLS outside the state that allows it (after authentication).
+    StarttlsNotAllowed = 605,
 }
 
 impl Code {
@@ -133,13 +140,13 @@ impl Code {
         Code::Protocol, Code::LineTooLong, Code::TooManyLines, Code::TooMuchData,
         Code::GreetingRefused, Code::StarttlsNotOffered, Code::StarttlsRefusedTemporary,
         Code::StarttlsRefusedPermanent, Code::StarttlsBadReply, Code::ReplyInjection,
-        Code::CommandInjection, Code::CapabilityRefused,
+        Code::CommandInjection, Code::CapabilityRefused, Code::PreauthPlaintext,
         Code::TlsHandshake, Code::CertificateNameMismatch, Code::CertificateUntrusted,
         Code::CertificateExpired, Code::CertificateInvalid, Code::TlsAlertReceived,
         Code::TlsRecord, Code::DowngradeDetected, Code::DowngradeSuspected, Code::StrippingSuspected,
-        Code::LadderExhausted, Code::RetryNeeded,
+        Code::LadderExhausted, Code::RetryNeeded, Code::NotTls,
         Code::TlsUnavailable, Code::TlsAlreadyActive, Code::TlsRequired,
-        Code::StateResetRequired, Code::HelloRefused,
+        Code::StateResetRequired, Code::HelloRefused, Code::StarttlsNotAllowed,
     ];
 
     /// The code for a number, if it is one.
@@ -183,6 +190,9 @@ impl Code {
             Code::ReplyInjection => "reply injection: bytes after the go reply",
             Code::CommandInjection => "command injection: commands pipelined after STARTTLS",
             Code::CapabilityRefused => "the capability query was refused",
+            Code::PreauthPlaintext => "pre-authenticated in plaintext: STARTTLS impossible",
+            Code::NotTls => "plaintext where TLS was expected",
+            Code::StarttlsNotAllowed => "STARTTLS not allowed in this state",
             Code::TlsHandshake => "TLS handshake failed",
             Code::CertificateNameMismatch => "certificate does not match the server name",
             Code::CertificateUntrusted => "certificate not trusted",
@@ -238,6 +248,9 @@ impl Code {
             Code::ReplyInjection => "reply-injection",
             Code::CommandInjection => "command-injection",
             Code::CapabilityRefused => "capability-refused",
+            Code::PreauthPlaintext => "preauth-plaintext",
+            Code::NotTls => "not-tls",
+            Code::StarttlsNotAllowed => "starttls-not-allowed",
             Code::TlsHandshake => "tls-handshake",
             Code::CertificateNameMismatch => "certificate-name-mismatch",
             Code::CertificateUntrusted => "certificate-untrusted",

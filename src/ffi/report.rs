@@ -18,6 +18,7 @@ pub struct mailtls_report {
     cert_error: Option<CString>,
     names: Vec<CString>,
     caps: Vec<CString>,
+    warnings: Vec<CString>,
     events: Vec<CString>,
     json: CString,
 }
@@ -35,6 +36,7 @@ impl mailtls_report {
             cert_error: opt(&src.cert_error),
             names: src.peer_cert.as_ref().map(|c| c.names.iter().map(|n| cstring(n)).collect()).unwrap_or_default(),
             caps: src.capabilities.iter().map(|c| cstring(c)).collect(),
+            warnings: src.warnings.iter().map(|c| cstring(c)).collect(),
             events: src.memory_events.iter().map(|c| cstring(c)).collect(),
             json: cstring(&src.to_json()),
             src,
@@ -341,6 +343,25 @@ pub extern "C" fn mailtls_report_memory_event(r: *const mailtls_report, i: usize
     ffi_guard!(std::ptr::null(), {
         non_null!(r, std::ptr::null());
         rep(r).events.get(i).map_or(std::ptr::null(), |c| c.as_ptr())
+    })
+}
+
+/// How many warnings the report holds: suspicious things seen in plaintext that must
+/// not be shown to a user as trusted (an IMAP `[ALERT]` received before TLS).
+#[no_mangle]
+pub extern "C" fn mailtls_report_warning_count(r: *const mailtls_report) -> usize {
+    ffi_guard!(0, {
+        non_null!(r, 0);
+        rep(r).warnings.len()
+    })
+}
+
+/// Warning number `i`, a sentence quoting the suspicious text, or NULL when out of range.
+#[no_mangle]
+pub extern "C" fn mailtls_report_warning(r: *const mailtls_report, i: usize) -> *const c_char {
+    ffi_guard!(std::ptr::null(), {
+        non_null!(r, std::ptr::null());
+        rep(r).warnings.get(i).map_or(std::ptr::null(), |c| c.as_ptr())
     })
 }
 

@@ -23,6 +23,7 @@ pub struct mailtls_session {
     io: IoMode,
     connector: Option<ConnectorCallbacks>,
     fd: Rc<Cell<i32>>,
+    reply: CString,
 }
 
 #[derive(Clone, Copy)]
@@ -122,6 +123,7 @@ fn new_session(r: Result<Session>, out: *mut *mut mailtls_session) -> mailtls_re
                 io: IoMode::None,
                 connector: None,
                 fd: Rc::new(Cell::new(-1)),
+                reply: CString::default(),
             });
             // SAFETY: `out` is non-NULL (checked by the caller) and writable.
             unsafe { *out = Box::into_raw(b) };
@@ -132,8 +134,7 @@ fn new_session(r: Result<Session>, out: *mut *mut mailtls_session) -> mailtls_re
 }
 
 /// Creates a client session for `host` and `port` with protocol `proto`
-/// (`MAILTLS_PROTO_SMTP` or `MAILTLS_PROTO_LMTP` in this release; the others give
-/// `MAILTLS_RESULT_UNSUPPORTED`). `host` is also the reference name for `verify` and
+/// (`MAILTLS_PROTO_SMTP`, `_LMTP`, `_IMAP`, `_POP3`, `_NNTP` or `_SIEVE`). `host` is also the reference name for `verify` and
 /// the SNI, unless `mailtls_session_set_server_name` says otherwise. The session holds
 /// its own reference to `cfg`. Free it with `mailtls_session_free`.
 #[no_mangle]
@@ -518,20 +519,79 @@ pub extern "C" fn mailtls_server_check_command(s: *mut mailtls_session, line: *c
 }
 
 /// Server: the reply line (with CRLF) to send for a refusal code from
-/// `mailtls_server_check_command`, or NULL when the code has none. Static.
+/// `mailtls_server_check_command` or `mailtls_server_starttls`, in the session's
+/// protocol (SMTP `530 5.7.0`, IMAP `tag NO [PRIVACYREQUIRED]`, POP3 `-ERR`, NNTP `483`,
+/// ManageSieve `NO (ENCRYPT-NEEDED)`, ...), with the tag of the last IMAP command
+/// checked. NULL when the code has no reply. Owned by the session, valid until the
+/// next call of this function on it.
 #[no_mangle]
-pub extern "C" fn mailtls_server_reply(s: *const mailtls_session, code: u32) -> *const c_char {
+pub extern "C" fn mailtls_server_reply(s: *mut mailtls_session, code: u32) -> *const c_char {
     ffi_guard!(std::ptr::null(), {
         non_null!(s, std::ptr::null());
-        use crate::protocol::smtp;
-        let text = match mailtls_result::from_u32(code) {
-            Some(mailtls_result::TlsRequired) => smtp::REPLY_TLS_REQUIRED,
-            Some(mailtls_result::TlsAlreadyActive) => smtp::REPLY_TLS_ACTIVE,
-            Some(mailtls_result::StateResetRequired) => smtp::REPLY_EHLO_FIRST,
-            Some(mailtls_result::TlsUnavailable) => smtp::REPLY_TLS_UNAVAILABLE,
-            _ => return std::ptr::null(),
-        };
-        super::static_cstr(text)
+        let Some(code) = mailtls_result::from_u32(code) else { return std::ptr::null() };
+        let ss = session(s);
+        match ss.inner.server_reply(code) {
+            Some(text) => {
+                ss.reply = cstring(&text);
+                ss.reply.as_ptr()
+            }
+            None => std::ptr::null(),
+        }
+    })
+}
+
+/// Server, implicit TLS (RFC 8314: ports 465, 993, 995, 563, ...): runs the TLS
+/// handshake at once, before any protocol byte. `MAILTLS_RESULT_WOULD_BLOCK` resumes
+/// with `mailtls_session_continue`. On `MAILTLS_RESULT_OK` send the greeting with
+/// `mailtls_session_write`; a later STARTTLS is refused (`MAILTLS_RESULT_TLS_ALREADY_ACTIVE`
+/// from `mailtls_server_check_command`). The client's hello is classified and served,
+/// handed off or refused as with STARTTLS.
+#[no_mangle]
+pub extern "C" fn mailtls_server_start_implicit(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.server_start_implicit();
+        ss.done(r)
+    })
+}
+
+/// Server: whether the client may send credentials now. False in require-TLS mode
+/// before TLS: an IMAP server then advertises `LOGINDISABLED`, POP3 leaves `USER` and
+/// `SASL` out of CAPA, SMTP leaves `AUTH` out of EHLO.
+#[no_mangle]
+pub extern "C" fn mailtls_server_auth_allowed(s: *const mailtls_session) -> bool {
+    ffi_guard!(false, {
+        non_null!(s, false);
+        session_ref(s).inner.auth_allowed()
+    })
+}
+
+/// Server: the client has logged in (IMAP LOGIN/AUTHENTICATE, POP3 PASS/APOP, NNTP
+/// AUTHINFO, SMTP AUTH, ManageSieve AUTHENTICATE succeeded). From now on STARTTLS is
+/// not offered (`mailtls_server_offer_starttls` is false) and a STARTTLS is refused
+/// with `MAILTLS_RESULT_STARTTLS_NOT_ALLOWED`.
+#[no_mangle]
+pub extern "C" fn mailtls_server_note_authenticated(s: *mut mailtls_session) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        session(s).inner.note_authenticated();
+        mailtls_result::Ok
+    })
+}
+
+/// Client: implicit TLS (RFC 8314: SMTP submission 465, IMAPS 993, POP3S 995, NNTPS
+/// 563, ...). The handshake starts as soon as `mailtls_client_negotiate` runs, before
+/// any protocol byte; the greeting and the capabilities are read inside TLS. The same
+/// ladder and memory apply; plaintext never does, whatever the policy. Only before
+/// negotiating.
+#[no_mangle]
+pub extern "C" fn mailtls_session_set_implicit_tls(s: *mut mailtls_session, on: bool) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(s, mailtls_result::NullParameter);
+        let ss = session(s);
+        let r = ss.inner.set_implicit(on);
+        ss.done(r)
     })
 }
 
@@ -545,6 +605,10 @@ pub extern "C" fn mailtls_server_reply(s: *const mailtls_session, code: u32) -> 
 /// config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
 /// TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
 /// refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
+/// The go reply is the protocol's (SMTP `220`, IMAP `tag OK`, POP3 `+OK`, NNTP `382`,
+/// ManageSieve `OK`); for IMAP pass the STARTTLS line to `mailtls_server_check_command`
+/// first, so the reply carries its tag. After `mailtls_server_note_authenticated`
+/// STARTTLS is refused (`MAILTLS_RESULT_STARTTLS_NOT_ALLOWED`, reply sent).
 /// On `MAILTLS_RESULT_OK` TLS is active: the server MUST forget its protocol state
 /// (EHLO argument, transaction, authentication) and use `mailtls_session_read` and
 /// `mailtls_session_write` from now on; `mailtls_server_reset_required` stays true

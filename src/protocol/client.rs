@@ -58,8 +58,16 @@ pub trait ProtocolClient: Send {
     /// Returns the command that asks for the capabilities again, or None when the
     /// server sends them unasked (ManageSieve).
     fn tls_started(&mut self) -> Option<Vec<u8>>;
+    /// Implicit TLS (RFC 8314): the connection is protected from its first byte, so
+    /// the capabilities after the greeting are final and no STARTTLS is asked.
+    fn assume_tls(&mut self);
     /// The capabilities now known (after TLS only the protected ones).
     fn capabilities(&self) -> &[String];
+    /// Whether the server put the connection straight into an authenticated state
+    /// (IMAP `PREAUTH`), where STARTTLS is no longer possible.
+    fn preauth(&self) -> bool {
+        false
+    }
     /// Things seen in plaintext that must not be shown as trusted (an IMAP `[ALERT]`).
     fn warnings(&self) -> &[String] {
         &[]
@@ -90,11 +98,21 @@ impl Dialogue {
     pub fn new(proto: Proto, helo_name: &str, limits: Limits) -> Result<Self> {
         let inner: Box<dyn ProtocolClient> = match proto {
             Proto::Smtp | Proto::Lmtp => Box::new(super::smtp::Client::new(proto, helo_name, limits)),
-            other => {
-                return Err(Error::new(Code::Unsupported, format!("no {} dialogue in this release", other.name())))
-            }
+            Proto::Imap => Box::new(super::imap::Client::new()),
+            Proto::Pop3 => Box::new(super::pop3::Client::new(limits.max_reply_lines)),
+            Proto::Nntp => Box::new(super::nntp::Client::new(limits.max_reply_lines)),
+            Proto::Sieve => Box::new(super::sieve::Client::new(limits.max_reply_lines)),
         };
         Ok(Self::with(inner, limits))
+    }
+
+    /// The dialogue of an implicit-TLS connection (RFC 8314): it starts after the
+    /// handshake, with the greeting, and ends when the capabilities are known.
+    pub fn implicit(proto: Proto, helo_name: &str, limits: Limits) -> Result<Self> {
+        let mut d = Self::new(proto, helo_name, limits)?;
+        d.tls = true;
+        d.inner.assume_tls();
+        Ok(d)
     }
 
     /// A dialogue around any protocol parser.
@@ -191,6 +209,11 @@ impl Dialogue {
     /// The capabilities now known.
     pub fn capabilities(&self) -> &[String] {
         self.inner.capabilities()
+    }
+
+    /// Whether the server pre-authenticated the connection (IMAP `PREAUTH`).
+    pub fn preauth(&self) -> bool {
+        self.inner.preauth()
     }
 
     /// Suspicious plaintext the report must mention.

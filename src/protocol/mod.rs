@@ -4,7 +4,12 @@
 //! strings, one byte at a time if need be.
 
 pub mod client;
+pub mod imap;
 pub mod lines;
+pub mod nntp;
+pub mod pop3;
+pub mod server;
+pub mod sieve;
 pub mod smtp;
 
 /// The application protocols the library knows.
@@ -53,7 +58,7 @@ impl Proto {
 
     /// Whether this release has the STARTTLS dialogue for the protocol.
     pub fn supported(self) -> bool {
-        matches!(self, Proto::Smtp | Proto::Lmtp)
+        true
     }
 }
 

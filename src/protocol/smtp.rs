@@ -223,6 +223,10 @@ impl ProtocolClient for Client {
         Some(self.hello_command(false))
     }
 
+    fn assume_tls(&mut self) {
+        self.tls = true;
+    }
+
     fn capabilities(&self) -> &[String] {
         &self.caps
     }

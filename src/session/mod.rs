@@ -14,7 +14,8 @@ use rustls::Connection;
 use crate::config::{Config, HelloAction, InjectionAction, LogLevel, Policy, Role};
 use crate::error::{Code, Error, Result};
 use crate::protocol::client::{ClientAction, Dialogue};
-use crate::protocol::smtp::{self, Command};
+use crate::protocol::server::{self as rules, Command, Reply};
+use crate::protocol::smtp;
 use crate::protocol::Proto;
 use crate::recovery::memory::{Key, Memory};
 use crate::recovery::{classify, FailureClass, Rung};
@@ -123,6 +124,9 @@ pub struct Session {
     fallback_reason: Option<Error>,
     cert_seen: Option<Arc<tls::client::Recorder>>,
     handoff: Vec<u8>,
+    implicit: bool,
+    authenticated: bool,
+    last_tag: String,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -199,6 +203,9 @@ impl Session {
             fallback_reason: None,
             cert_seen: None,
             handoff: Vec::new(),
+            implicit: false,
+            authenticated: false,
+            last_tag: String::new(),
         })
     }
 
@@ -442,6 +449,12 @@ impl Session {
                 return self.classify_hello();
             }
             let shown = smtp::printable(&self.pre_tls);
+            if self.role == Role::Client && self.implicit {
+                return Err(Error::new(
+                    Code::NotTls,
+                    format!("plaintext from the server on an implicit-TLS connection: {shown:?}"),
+                ));
+            }
             if self.role == Role::Client {
                 return Err(Error::new(
                     Code::ReplyInjection,
@@ -567,6 +580,16 @@ impl Session {
         Ok(())
     }
 
+    /// Implicit TLS (RFC 8314): the handshake starts on connect, before any protocol
+    /// byte; the greeting and capabilities follow inside TLS. Never plaintext.
+    pub fn set_implicit(&mut self, on: bool) -> Result<()> {
+        if self.role != Role::Client || self.stage != Stage::Idle {
+            return Err(Error::new(Code::InvalidState, "implicit TLS is chosen on a client session before negotiating"));
+        }
+        self.implicit = on;
+        Ok(())
+    }
+
     /// Tells the session whether the application will send credentials after the
     /// negotiation: then policy may never ends in plaintext unless the config allows
     /// plaintext authentication.
@@ -646,7 +669,7 @@ impl Session {
         } else if plan.rung != Rung::Modern || !plan.sni {
             self.memo(format!("start at rung {}{}", plan.rung.name(), if plan.sni { "" } else { " without SNI" }));
         }
-        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned {
+        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned && !self.implicit {
             self.memo("incompatible peer (recently): plaintext without trying STARTTLS".into());
             self.plaintext_only = true;
             self.fallback_reason = Some(Error::new(Code::TlsHandshake, "the peer's TLS is incompatible (remembered)"));
@@ -657,7 +680,11 @@ impl Session {
     /// Resets everything that belongs to one connection and starts its dialogue.
     fn begin_attempt(&mut self, rung: Rung, sni: bool, plaintext_only: bool) {
         self.connections += 1;
-        self.dialogue = Dialogue::new(self.proto, &self.cfg.helo_name, self.cfg.limits).ok();
+        self.dialogue = if self.implicit {
+            Dialogue::implicit(self.proto, &self.cfg.helo_name, self.cfg.limits).ok()
+        } else {
+            Dialogue::new(self.proto, &self.cfg.helo_name, self.cfg.limits).ok()
+        };
         self.tls = None;
         self.plain_out.clear();
         self.app_in.clear();
@@ -695,7 +722,7 @@ impl Session {
             }
             return Err(e);
         }
-        if class == FailureClass::Attack {
+        if class == FailureClass::Attack || e.code == Code::NotTls {
             return Err(e);
         }
         let mv = classify::next_move(&classify::Facts { code: e.code, rung, sni: self.sni, flight: &self.flight }, class);
@@ -772,7 +799,7 @@ impl Session {
     /// Under policy may, after a failed handshake: plaintext on a new connection,
     /// unless the peer is pinned or credentials would travel in clear.
     fn plaintext_fallback(&mut self, e: Error) -> Result<()> {
-        if self.cfg.policy != Policy::May {
+        if self.cfg.policy != Policy::May || self.implicit {
             return Err(e);
         }
         if self.pinned {
@@ -806,6 +833,7 @@ impl Session {
             self.check_deadline()?;
             self.flush_out()?;
             match self.stage {
+                Stage::Dialogue if self.implicit && self.tls.is_none() => self.start_client_tls()?,
                 Stage::Dialogue => {
                     let action = self.dialogue.as_mut().expect("dialogue stage has a dialogue").poll()?;
                     match action {
@@ -864,6 +892,9 @@ impl Session {
             self.dialogue.as_mut().expect("dialogue").finish_plain();
             return Ok(());
         }
+        if self.dialogue.as_ref().is_some_and(Dialogue::preauth) {
+            return self.preauth();
+        }
         if !offered && self.pinned && policy != Policy::None {
             self.memo("stripping suspected: a pinned peer did not offer STARTTLS".into());
             return Err(Error::new(
@@ -894,6 +925,28 @@ impl Session {
                 ))
             }
         }
+        Ok(())
+    }
+
+    /// IMAP `PREAUTH` in plaintext: the connection is already authenticated, so
+    /// STARTTLS cannot happen. Plaintext only where the policy allows it.
+    fn preauth(&mut self) -> Result<()> {
+        let e = Error::new(Code::PreauthPlaintext, "the server pre-authenticated the connection in plaintext (PREAUTH): STARTTLS is impossible");
+        match self.cfg.policy {
+            Policy::None => {}
+            Policy::May if !self.pinned => {
+                self.log(LogLevel::Warn, &format!("{}; going on in plaintext (policy may)", e.detail));
+                self.report.reason = Some(e.code);
+                self.report.rfc8460 = tls::rfc8460_result_type(e.code);
+                self.report.detail = e.detail;
+            }
+            Policy::May => {
+                self.memo("pinned peer pre-authenticated in plaintext: stripping suspected".into());
+                return Err(Error::new(Code::StrippingSuspected, format!("{} (a pinned peer)", e.detail)));
+            }
+            _ => return Err(Error::new(e.code, format!("{}; policy {} requires TLS: closing", e.detail, self.cfg.policy.name()))),
+        }
+        self.dialogue.as_mut().expect("dialogue").finish_plain();
         Ok(())
     }
 
@@ -999,7 +1052,9 @@ impl Session {
                 }
             ),
         );
-        self.dialogue.as_mut().expect("dialogue").tls_started();
+        if !self.implicit {
+            self.dialogue.as_mut().expect("dialogue").tls_started();
+        }
         self.stage = Stage::Dialogue;
         self.new_step();
     }
@@ -1008,6 +1063,7 @@ impl Session {
         let tls = self.tls.is_some();
         let d = self.dialogue.as_mut().expect("dialogue");
         self.report.capabilities = d.capabilities().to_vec();
+        self.report.warnings = d.warnings().to_vec();
         self.app_in = d.take_unread();
         if let Some(e) = self.fallback_reason.take() {
             self.report.rfc8460 = Some("validation-failure");
@@ -1058,6 +1114,7 @@ impl Session {
                     | Code::StarttlsRefusedPermanent
                     | Code::GreetingRefused
                     | Code::CapabilityRefused
+                    | Code::PreauthPlaintext
                     | Code::StrippingSuspected
             )
         {
@@ -1067,6 +1124,9 @@ impl Session {
                 self.plain_out.extend_from_slice(&quit);
                 let _ = self.flush_out();
             }
+        }
+        if let Some(d) = self.dialogue.as_ref() {
+            self.report.warnings = d.warnings().to_vec();
         }
         self.report.outcome = Some(outcome);
         self.report.reason = Some(e.code);
@@ -1100,8 +1160,42 @@ impl Session {
     pub fn offer_starttls(&self) -> bool {
         self.role == Role::Server
             && self.stage == Stage::ServerPlain
+            && !self.authenticated
             && self.cfg.server_tls.as_ref().is_some_and(|t| t.now().is_ok())
             && !self.unserved_recently()
+    }
+
+    /// Server: whether the client may send credentials now. False in require-TLS
+    /// mode before TLS: IMAP then advertises LOGINDISABLED, POP3 and SMTP leave their
+    /// USER and AUTH capabilities out.
+    pub fn auth_allowed(&self) -> bool {
+        self.role == Role::Server && (!self.cfg.require_tls || self.stage == Stage::Established)
+    }
+
+    /// Server: the client has authenticated (or the protocol left the state where
+    /// STARTTLS is allowed). From now on STARTTLS is neither offered nor accepted
+    /// (RFC 9051 section 6.2.1, RFC 2595 section 4, RFC 4642 section 2.2.2).
+    pub fn note_authenticated(&mut self) {
+        self.authenticated = true;
+    }
+
+    /// Server: the reply line (with CRLF) for a refusal code of `check_command` or
+    /// `server_starttls`, in the session's protocol, carrying the IMAP tag of the last
+    /// checked command. None when the code has no reply.
+    pub fn server_reply(&self, code: Code) -> Option<String> {
+        let r = match code {
+            Code::TlsRequired => Reply::Required,
+            Code::TlsAlreadyActive => Reply::Active,
+            Code::StateResetRequired => Reply::ResetFirst,
+            Code::TlsUnavailable => Reply::Unavailable,
+            Code::StarttlsNotAllowed => Reply::NotAllowed,
+            _ => return None,
+        };
+        rules::reply(self.proto, r, &self.last_tag)
+    }
+
+    fn reply_text(&self, r: Reply) -> String {
+        rules::reply(self.proto, r, &self.last_tag).unwrap_or_default()
     }
 
     /// Whether server-side memory says this client's hello could not be served recently.
@@ -1128,21 +1222,31 @@ impl Session {
         if self.role != Role::Server {
             return Err(Error::new(Code::InvalidState, "check_command is for server sessions"));
         }
-        let cmd = smtp::classify_command(line);
+        let parsed = rules::parse(self.proto, line);
+        let cmd = parsed.cmd;
+        self.last_tag = parsed.tag;
         if self.stage == Stage::Established {
             if cmd == Command::StartTls {
                 return Err(Error::new(Code::TlsAlreadyActive, "STARTTLS while TLS is active"));
             }
             if self.reset_required {
-                match cmd {
-                    Command::Hello => self.reset_required = false,
-                    Command::Noop | Command::Quit | Command::Rset => {}
-                    _ => return Err(Error::new(Code::StateResetRequired, "a command before EHLO after STARTTLS")),
+                match (self.proto, cmd) {
+                    (Proto::Smtp | Proto::Lmtp, Command::Hello) => self.reset_required = false,
+                    (Proto::Smtp | Proto::Lmtp, Command::Noop | Command::Quit | Command::Rset) => {}
+                    (Proto::Smtp | Proto::Lmtp, _) => {
+                        return Err(Error::new(Code::StateResetRequired, "a command before EHLO after STARTTLS"))
+                    }
+                    // The other protocols have no command that must come first: the
+                    // application has reset its state by the time it checks the next one.
+                    _ => self.reset_required = false,
                 }
             }
             return Ok(());
         }
-        if self.cfg.require_tls && !matches!(cmd, Command::Hello | Command::StartTls | Command::Noop | Command::Quit) {
+        if cmd == Command::StartTls && self.authenticated {
+            return Err(Error::new(Code::StarttlsNotAllowed, "STARTTLS after authentication"));
+        }
+        if self.cfg.require_tls && !rules::allowed_before_tls(self.proto, cmd) {
             return Err(Error::new(Code::TlsRequired, format!("{:?} before STARTTLS", smtp::printable(line))));
         }
         Ok(())
@@ -1157,7 +1261,8 @@ impl Session {
             Stage::ServerPlain => {}
             Stage::ServerHandshake => return self.server_continue(),
             Stage::Established => {
-                self.queue(smtp::REPLY_TLS_ACTIVE.as_bytes())?;
+                let r = self.reply_text(Reply::Active);
+                self.queue(r.as_bytes())?;
                 let _ = self.flush_out();
                 let e = Error::new(Code::TlsAlreadyActive, "a second STARTTLS was refused");
                 self.log(LogLevel::Warn, &e.detail);
@@ -1165,6 +1270,21 @@ impl Session {
                 return Err(e);
             }
             _ => return Err(Error::new(Code::InvalidState, "server_starttls is for a server session before TLS")),
+        }
+        if self.authenticated {
+            let r = self.reply_text(Reply::NotAllowed);
+            self.plain_out.extend_from_slice(r.as_bytes());
+            let _ = self.flush_out();
+            let e = Error::new(Code::StarttlsNotAllowed, "STARTTLS after authentication was refused");
+            self.log(LogLevel::Warn, &e.detail);
+            self.last_error = Some(e.clone());
+            return Err(e);
+        }
+        if self.proto == Proto::Imap && self.last_tag.is_empty() {
+            return Err(Error::new(
+                Code::InvalidState,
+                "IMAP: pass the STARTTLS command line to check_command first, so that the go reply carries its tag",
+            ));
         }
         self.io()?;
         self.started = Some(Instant::now());
@@ -1174,10 +1294,11 @@ impl Session {
             Some(t) => t.now().map_err(|e| e.detail),
         };
         let Ok(sc) = available else {
-            self.plain_out.extend_from_slice(smtp::REPLY_TLS_UNAVAILABLE.as_bytes());
+            let r = self.reply_text(Reply::Unavailable);
+            self.plain_out.extend_from_slice(r.as_bytes());
             let _ = self.flush_out();
             let why = available.err().unwrap_or_default();
-            let e = Error::new(Code::TlsUnavailable, format!("STARTTLS received but TLS cannot start ({why}): 454 sent"));
+            let e = Error::new(Code::TlsUnavailable, format!("STARTTLS received but TLS cannot start ({why}): {} sent", r.trim_end()));
             self.log(LogLevel::Warn, &e.detail);
             self.last_error = Some(e.clone());
             return Err(e);
@@ -1195,7 +1316,37 @@ impl Session {
         }
         let conn = rustls::ServerConnection::new(sc)
             .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
-        self.plain_out.extend_from_slice(smtp::REPLY_GO.as_bytes());
+        let go = self.reply_text(Reply::Go);
+        self.plain_out.extend_from_slice(go.as_bytes());
+        self.tls = Some(Connection::Server(conn));
+        self.stage = Stage::ServerHandshake;
+        self.handshake_started = Some(Instant::now());
+        self.new_step();
+        self.server_continue()
+    }
+
+    /// Server, implicit TLS (RFC 8314): runs the handshake at once, before any
+    /// protocol byte; the application sends its greeting through the session after
+    /// `Ok`. A STARTTLS on such a connection is refused (`TlsAlreadyActive`).
+    pub fn server_start_implicit(&mut self) -> Result<()> {
+        match self.stage {
+            Stage::ServerPlain if self.tls.is_none() => {}
+            Stage::ServerHandshake => return self.server_continue(),
+            _ => return Err(Error::new(Code::InvalidState, "implicit TLS starts on a fresh server session")),
+        }
+        self.io()?;
+        self.started = Some(Instant::now());
+        self.connections = 1;
+        let sc = match &self.cfg.server_tls {
+            None => return Err(self.fail(Error::new(Code::NoCertificate, "implicit TLS needs a certificate"))),
+            Some(t) => match t.now() {
+                Ok(sc) => sc,
+                Err(e) => return Err(self.fail(e)),
+            },
+        };
+        let conn = rustls::ServerConnection::new(sc)
+            .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
+        self.implicit = true;
         self.tls = Some(Connection::Server(conn));
         self.stage = Stage::ServerHandshake;
         self.handshake_started = Some(Instant::now());
@@ -1237,7 +1388,7 @@ impl Session {
         self.report.outcome = Some(Outcome::Tls);
         self.report.reason = Some(Code::Ok);
         self.stage = Stage::Established;
-        self.reset_required = true;
+        self.reset_required = !self.implicit;
         self.deadline = None;
         self.record_attempt(Code::Ok, FailureClass::None);
         self.log(

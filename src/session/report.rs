@@ -101,6 +101,9 @@ pub struct Report {
     pub retry_without_sni: bool,
     /// What the intolerance memory did: used, recorded, pinned, suspected downgrade.
     pub memory_events: Vec<String>,
+    /// Suspicious things seen in plaintext that must not be shown as trusted (an IMAP
+    /// `[ALERT]` before TLS).
+    pub warnings: Vec<String>,
     /// Server: the format of the client's first flight after the go reply.
     pub hello: Option<crate::tls::sniff::Hello>,
     /// Server: what was done with it.
@@ -178,7 +181,7 @@ impl Report {
                 "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},",
                 "\"peer_cert\":{},\"capabilities\":{},\"attempts\":[{}],",
                 "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{},",
-                "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{}}}"
+                "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{},\"warnings\":{}}}"
             ),
             json_str(self.outcome().name()),
             json_str(reason.name()),
@@ -205,6 +208,7 @@ impl Report {
                 crate::config::HelloAction::Handoff => "handoff",
                 crate::config::HelloAction::Refuse => "refuse",
             })),
+            json_list(&self.warnings),
         )
     }
 }

@@ -36,7 +36,10 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
 /// The RFC 8460 (TLS-RPT) result type that fits a failure code, where one does.
 pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
     Some(match code {
-        Code::StarttlsNotOffered | Code::StarttlsRefusedTemporary | Code::StarttlsRefusedPermanent => {
+        Code::StarttlsNotOffered
+        | Code::StarttlsRefusedTemporary
+        | Code::StarttlsRefusedPermanent
+        | Code::PreauthPlaintext => {
             "starttls-not-supported"
         }
         Code::CertificateNameMismatch => "certificate-host-mismatch",
@@ -44,6 +47,7 @@ pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
         Code::CertificateExpired => "certificate-expired",
         Code::StarttlsBadReply
         | Code::ReplyInjection
+        | Code::NotTls
         | Code::TlsHandshake
         | Code::TlsAlertReceived
         | Code::CertificateInvalid
