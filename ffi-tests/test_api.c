@@ -220,17 +220,26 @@ TEST(limits_below_the_minimum_are_refused_when_building) {
     CHECK(why[0] != 0);
 }
 
-TEST(protocols_other_than_smtp_and_lmtp_are_unsupported) {
+TEST(every_protocol_makes_sessions_and_unknown_numbers_are_invalid) {
     const mailtls_config *ccfg = client_cfg(MAILTLS_POLICY_MAY, NULL);
     const mailtls_config *scfg = server_cfg(NULL, NULL, 0);
     REQUIRE(ccfg && scfg);
-    const uint32_t protos[] = {MAILTLS_PROTO_IMAP, MAILTLS_PROTO_POP3, MAILTLS_PROTO_NNTP, MAILTLS_PROTO_SIEVE};
-    for (size_t i = 0; i < 4; i++) {
+    const uint32_t protos[] = {MAILTLS_PROTO_SMTP, MAILTLS_PROTO_LMTP, MAILTLS_PROTO_IMAP,
+                               MAILTLS_PROTO_POP3, MAILTLS_PROTO_NNTP, MAILTLS_PROTO_SIEVE};
+    for (size_t i = 0; i < sizeof protos / sizeof protos[0]; i++) {
         mailtls_session *s = NULL;
-        CHECK_RC(mailtls_client_new(ccfg, protos[i], "mx.test", 143, &s), MAILTLS_RESULT_UNSUPPORTED);
-        CHECK_RC(mailtls_server_new(scfg, protos[i], "peer", &s), MAILTLS_RESULT_UNSUPPORTED);
-        CHECK(s == NULL);
+        CHECK_RC(mailtls_client_new(ccfg, protos[i], "mx.test", 143, &s), MAILTLS_RESULT_OK);
+        CHECK(s != NULL);
+        mailtls_session_free(s);
+        s = NULL;
+        CHECK_RC(mailtls_server_new(scfg, protos[i], "peer", &s), MAILTLS_RESULT_OK);
+        CHECK(s != NULL);
+        mailtls_session_free(s);
     }
+    mailtls_session *s = NULL;
+    CHECK_RC(mailtls_client_new(ccfg, 6, "mx.test", 143, &s), MAILTLS_RESULT_INVALID_PARAMETER);
+    CHECK_RC(mailtls_server_new(scfg, 99, "peer", &s), MAILTLS_RESULT_INVALID_PARAMETER);
+    CHECK(s == NULL);
 }
 
 TEST(calls_in_the_wrong_role_or_state_give_invalid_state) {
