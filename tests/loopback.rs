@@ -354,7 +354,9 @@ fn serve_first_flight(cfg: Arc<Config>, flight: Vec<u8>, one_byte: bool) -> (Res
 fn crafted_first_flights_are_classified_and_refused_in_their_own_format() {
     use mailtls::tls::sniff::{samples, HelloKind};
     let (scfg, _) = server_cfg();
-    let cases: Vec<(Vec<u8>, HelloKind, Option<Code>, &[u8])> = vec![
+    /// A first flight, its expected class, the expected result, the expected reply bytes.
+    type Case = (Vec<u8>, HelloKind, Option<Code>, &'static [u8]);
+    let cases: Vec<Case> = vec![
         (samples::sslv2_hello(0x0301), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
         (samples::sslv2_hello(0x0303), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
         (samples::tls_hello(0x0300, 0x0300, false, false), HelloKind::Ssl3, Some(Code::HelloRefused), &[0x15, 3, 0, 0, 2, 2, 40]),

@@ -148,7 +148,7 @@ fn sniff_sslv2(b: &[u8]) -> Sniff {
     let specs = u16::from_be_bytes([b[5], b[6]]) as usize;
     let sid = u16::from_be_bytes([b[7], b[8]]) as usize;
     let challenge = u16::from_be_bytes([b[9], b[10]]) as usize;
-    if b[2] != 1 || specs % 3 != 0 || 9 + specs + sid + challenge != len || !(16..=32).contains(&challenge) {
+    if b[2] != 1 || !specs.is_multiple_of(3) || 9 + specs + sid + challenge != len || !(16..=32).contains(&challenge) {
         return hello(HelloKind::Unknown, 0, client_version);
     }
     Sniff::Done(Hello { kind: HelloKind::Sslv2Compat, record_version: 0x0002, client_version, sslv2_cipher_specs: specs / 3 })
