@@ -735,6 +735,15 @@ impl Session {
                         format!("{} at rung {}, which this peer accepted recently: refusing to fall back ({})", class.name(), rung.name(), e.detail),
                     ));
                 }
+                if mv.rung == Rung::Tls12 && m.get(&key).tls13.is_some() {
+                    // A peer that proved it speaks TLS 1.3 (negotiated it, or sent the
+                    // sentinel) is never offered a hello without TLS 1.3 again.
+                    self.memo("downgrade suspected: the peer proved it speaks TLS 1.3; no TLS 1.2-only hello".into());
+                    return Err(Error::new(
+                        Code::DowngradeSuspected,
+                        format!("{} at rung {} from a peer known to speak TLS 1.3: refusing a TLS 1.2-only hello ({})", class.name(), rung.name(), e.detail),
+                    ));
+                }
                 m.record_intolerance(&key, rung, class);
                 self.memo(format!("recorded {} at rung {}", class.name(), rung.name()));
                 if !mv.sni && self.sni {
