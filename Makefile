@@ -7,7 +7,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples demo test clean
+.PHONY: all deps lib check-header rust-test ffi-test examples examples-test demo test clean
 
 all: lib examples
 
@@ -34,10 +34,14 @@ examples: lib
 ffi-test: lib examples
 	$(MAKE) -C ffi-tests run
 
+# The example programs driven from scripts against real fixture servers.
+examples-test: lib examples
+	bash tests/examples/client-memory.sh
+
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test
+test: deps check-header rust-test ffi-test examples-test
 	@echo "make test: all suites passed"
 
 clean:

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -47,6 +48,8 @@ static void usage(FILE *f)
             "usage: %s [--proto smtp|lmtp] [--policy none|may|encrypt|verify]\n"
             "                      [--servername NAME] [--cafile FILE] [--timeout SECS] [--memory FILE]\n"
             "                      [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]\n"
+            "       %s --memory FILE --list-memory\n"
+            "       %s --memory FILE --forget HOST[:PORT]\n"
             "\n"
             "  --proto       smtp (default, port 25) or lmtp (port 24)\n"
             "  --policy      TLS policy (default may)\n"
@@ -54,13 +57,16 @@ static void usage(FILE *f)
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
             "  --memory FILE the intolerance memory, shared with other runs and processes\n"
+            "  --list-memory print every record of --memory FILE, one per line, and exit\n"
+            "  --forget HOST[:PORT]  forget what --memory FILE knows of HOST (every port\n"
+            "                without :PORT), print how many records went, and exit\n"
             "  --from/--to/--message  deliver FILE from ADDR to each --to ADDR\n"
             "  --json        print the library's report as one JSON line on stdout\n"
             "  -v            debug logging and the SMTP dialogue on stderr\n"
             "\n"
             "exit: 0 ok, 75 temporary failure, 69 permanent failure, 64 usage,\n"
             "      66 unreadable message, 78 configuration error\n",
-            prog);
+            prog, prog, prog);
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -585,6 +591,115 @@ static void print_local_json(uint32_t reason, const char *detail)
     sb_free(&j);
 }
 
+/* ---- the memory commands ---- */
+
+struct forget_ctx {
+    const char *host;
+    int port; /* -1: every port */
+    size_t n;
+    struct {
+        char proto[16];
+        char host[256];
+        unsigned port;
+    } hits[256];
+};
+
+static void print_line(void *ud, const char *line)
+{
+    (void)ud;
+    printf("%s\n", line);
+}
+
+/* A record line is "PROTO HOST PORT fields...". */
+static void match_line(void *ud, const char *line)
+{
+    struct forget_ctx *f = ud;
+    char proto[16], host[256];
+    unsigned port;
+    if (f->n >= sizeof f->hits / sizeof f->hits[0] || sscanf(line, "%15s %255s %u", proto, host, &port) != 3)
+        return;
+    if (strcasecmp(host, f->host) != 0 || (f->port >= 0 && (unsigned)f->port != port))
+        return;
+    snprintf(f->hits[f->n].proto, sizeof f->hits[f->n].proto, "%s", proto);
+    snprintf(f->hits[f->n].host, sizeof f->hits[f->n].host, "%s", host);
+    f->hits[f->n].port = port;
+    f->n++;
+}
+
+static int proto_number(const char *name, uint32_t *out)
+{
+    static const char *names[] = {"smtp", "lmtp", "imap", "pop3", "nntp", "sieve"};
+    for (uint32_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *out = i;
+            return 0;
+        }
+    return -1;
+}
+
+/* --list-memory and --forget: exit codes 0, 78 (unusable file). */
+static int memory_command(const char *memfile, bool list, const char *forget)
+{
+    const mailtls_memory *mem = NULL;
+    uint32_t rc = mailtls_memory_open_file(memfile, &mem);
+    if (rc != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, mailtls_result_str(rc));
+        return EX_CONFIG;
+    }
+    char problems[1024] = "";
+    if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+        fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, problems);
+    int status = 0;
+    if (list) {
+        uintptr_t count = 0;
+        rc = mailtls_memory_list(mem, print_line, NULL, &count);
+        if (rc != MAILTLS_RESULT_OK) {
+            fprintf(stderr, "%s: listing %s: %s\n", prog, memfile, mailtls_result_str(rc));
+            status = EX_CONFIG;
+        } else {
+            fprintf(stderr, "%s: %lu record(s)\n", prog, (unsigned long)count);
+        }
+    } else {
+        static struct forget_ctx f;
+        char host[256], err[512];
+        uint16_t port = 0;
+        f.port = -1;
+        if (strchr(forget, ':') && forget[0] != '[' && strchr(forget, ':') == strrchr(forget, ':')) {
+            if (split_hostport(forget, host, sizeof host, 0, &port, err, sizeof err) < 0 || port == 0) {
+                fprintf(stderr, "%s: --forget: not HOST[:PORT]: \"%s\"\n", prog, forget);
+                mailtls_memory_free(mem);
+                return EX_USAGE;
+            }
+            f.port = port;
+        } else if (forget[0] == '[') {
+            if (split_hostport(forget, host, sizeof host, 0, &port, err, sizeof err) < 0) {
+                fprintf(stderr, "%s: --forget: not HOST[:PORT]: \"%s\"\n", prog, forget);
+                mailtls_memory_free(mem);
+                return EX_USAGE;
+            }
+            f.port = port ? port : -1;
+        } else {
+            snprintf(host, sizeof host, "%s", forget);
+        }
+        f.host = host;
+        rc = mailtls_memory_list(mem, match_line, &f, NULL);
+        for (size_t i = 0; rc == MAILTLS_RESULT_OK && i < f.n; i++) {
+            uint32_t proto;
+            if (proto_number(f.hits[i].proto, &proto) < 0)
+                continue;
+            rc = mailtls_memory_forget(mem, proto, f.hits[i].host, (uint16_t)f.hits[i].port);
+        }
+        if (rc != MAILTLS_RESULT_OK) {
+            fprintf(stderr, "%s: --forget %s: %s\n", prog, forget, mailtls_result_str(rc));
+            status = EX_CONFIG;
+        } else {
+            printf("forgot %zu record(s) of %s\n", f.n, forget);
+        }
+    }
+    mailtls_memory_free(mem);
+    return status;
+}
+
 /* ---- main ---- */
 
 int main(int argc, char **argv)
@@ -597,7 +712,10 @@ int main(int argc, char **argv)
     unsigned long timeout = 60;
     bool json = false;
 
-    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY };
+    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
+           O_LIST_MEMORY, O_FORGET };
+    bool list_memory = false;
+    const char *forget = NULL;
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
         {"policy", required_argument, NULL, O_POLICY},
@@ -609,6 +727,8 @@ int main(int argc, char **argv)
         {"message", required_argument, NULL, O_MESSAGE},
         {"json", no_argument, NULL, O_JSON},
         {"memory", required_argument, NULL, O_MEMORY},
+        {"list-memory", no_argument, NULL, O_LIST_MEMORY},
+        {"forget", required_argument, NULL, O_FORGET},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -657,9 +777,20 @@ int main(int argc, char **argv)
         case O_JSON: json = true; break;
         case 'v': verbose = 1; break;
         case O_MEMORY: memfile = optarg; break;
+        case O_LIST_MEMORY: list_memory = true; break;
+        case O_FORGET: forget = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
+    }
+    if (list_memory || forget) {
+        if (!memfile)
+            die_usage("--list-memory and --forget need --memory FILE");
+        if (list_memory && forget)
+            die_usage("--list-memory and --forget are separate commands");
+        if (optind != argc)
+            die_usage("--list-memory and --forget take no HOST argument");
+        return memory_command(memfile, list_memory, forget);
     }
     if (optind != argc - 1)
         die_usage(optind >= argc ? "HOST[:PORT] is required" : "one HOST[:PORT] only");

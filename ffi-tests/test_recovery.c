@@ -661,6 +661,7 @@ TEST(zoo_intolerance_expires_and_is_reprobed_at_the_top_after_a_day) {
     CHECK_STREQ(record(m, "127.0.0.1", z), "");
     struct contact c5 = contact(z, MAILTLS_POLICY_ENCRYPT, m);
     EXPECT_AT(c5, MAILTLS_OUTCOME_TLS, MAILTLS_RUNG_COMPACT, 2);
+    CHECK(strstr(c5.events, "expired and not used: tolerance, intolerance, pin") != NULL);
     table_add("re-probe after 25 h", &c3, c4.connections);
 }
 

@@ -221,7 +221,7 @@ pub trait Store: Send + Sync {
 }
 
 /// What the memory advises for a new attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
     /// The rung to start at.
     pub rung: Rung,
@@ -233,6 +233,8 @@ pub struct Plan {
     pub reprobe: bool,
     /// Whether the peer was found incompatible recently (nothing rustls offers works).
     pub incompatible: bool,
+    /// Facts about the peer that had outlived their lifetime and were not used.
+    pub expired: Vec<&'static str>,
 }
 
 enum Backend {
@@ -429,6 +431,11 @@ impl Memory {
 
     /// The record of a peer, expired facts dropped.
     pub fn get(&self, key: &Key) -> Record {
+        self.get_noting_expiry(key).0
+    }
+
+    /// The record of a peer with expired facts dropped, and the names of those facts.
+    fn get_noting_expiry(&self, key: &Key) -> (Record, Vec<&'static str>) {
         self.refresh();
         let mut r = {
             let be = self.backend.lock();
@@ -443,8 +450,22 @@ impl Memory {
                 _ => self.map.lock().get(key).cloned().unwrap_or_default(),
             }
         };
+        let before = r.clone();
         expire(&mut r, self.now(), &self.lifetimes.lock());
-        r
+        let mut gone = Vec::new();
+        if before.tolerant.is_some() && r.tolerant.is_none() {
+            gone.push("tolerance");
+        }
+        if before.intolerant.is_some() && r.intolerant.is_none() {
+            gone.push("intolerance");
+        }
+        if before.pinned.is_some() && r.pinned.is_none() {
+            gone.push("pin");
+        }
+        if before.sni_off.is_some() && r.sni_off.is_none() {
+            gone.push("sni-off");
+        }
+        (r, gone)
     }
 
     /// Changes a peer's record and writes it through to the file or store.
@@ -509,7 +530,7 @@ impl Memory {
 
     /// Where to start with a peer.
     pub fn plan(&self, key: &Key) -> Plan {
-        let r = self.get(key);
+        let (r, expired) = self.get_noting_expiry(key);
         let now = self.now();
         let l = *self.lifetimes.lock();
         let mut plan = Plan {
@@ -518,6 +539,7 @@ impl Memory {
             pinned: r.pinned.is_some(),
             reprobe: false,
             incompatible: false,
+            expired,
         };
         if let Some(i) = r.intolerant {
             if now.saturating_sub(i.last) >= l.reprobe {

@@ -659,6 +659,9 @@ impl Session {
             return (Rung::Modern, true);
         }
         let plan = m.plan(&self.key());
+        if !plan.expired.is_empty() {
+            self.memo(format!("expired and not used: {}", plan.expired.join(", ")));
+        }
         self.pinned = plan.pinned;
         if plan.pinned {
             self.memo("pinned peer: TLS was negotiated before, plaintext is not allowed".into());

@@ -166,9 +166,11 @@ impl Report {
         let attempts: Vec<String> = self
             .attempts
             .iter()
-            .map(|a| {
+            .enumerate()
+            .map(|(i, a)| {
                 format!(
-                    "{{\"rung\":{},\"result\":{},\"class\":{}}}",
+                    "{{\"connection\":{},\"rung\":{},\"result\":{},\"class\":{}}}",
+                    i + 1,
                     json_opt(a.rung.map(Rung::name)),
                     json_str(a.code.name()),
                     json_str(a.class.name())
