@@ -7,7 +7,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test demo test clean
+.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients demo test clean
 
 all: lib examples
 
@@ -38,10 +38,15 @@ ffi-test: lib examples
 examples-test: lib examples
 	bash tests/examples/client-memory.sh
 
+# Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
+# client) against mailtls-server; the script installs what they need.
+real-clients: lib examples
+	bash tests/real-clients/run.sh
+
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test
+test: deps check-header rust-test ffi-test examples-test real-clients
 	@echo "make test: all suites passed"
 
 clean:

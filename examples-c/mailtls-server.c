@@ -37,6 +37,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "legacy-tls.h"
 
 static const char *const prog = "mailtls-server";
 
@@ -53,6 +54,8 @@ struct options {
     const char *maildir;
     const char *write_cert;
     const char *hostname;
+    const char *memory;   /* server-side memory file */
+    bool legacy_handoff;  /* old hellos to OpenSSL instead of refusing them */
     unsigned timeout;     /* idle timeout, seconds */
     size_t max_size;
 };
@@ -65,6 +68,7 @@ static struct options opt = {
 };
 static char hostname[256];
 static const mailtls_config *cfg;
+static struct legacy_ctx *legacy; /* --legacy-hello handoff */
 
 static void usage(FILE *f)
 {
@@ -72,7 +76,7 @@ static void usage(FILE *f)
             "usage: %s [--proto smtp|lmtp] [--listen ADDR:PORT] [--cert FILE --key FILE]\n"
             "                      [--no-tls] [--require-tls] [--maildir DIR] [--json-log] [--once]\n"
             "                      [--hostname NAME] [--write-cert FILE] [--timeout SECS]\n"
-            "                      [--max-size BYTES] [-v]\n"
+            "                      [--max-size BYTES] [--legacy-hello refuse|handoff] [--memory FILE] [-v]\n"
             "\n"
             "  --listen      address to listen on (default 127.0.0.1:2525; port 0: any)\n"
             "  --cert/--key  PEM certificate chain and key (default: a generated self-signed one)\n"
@@ -84,7 +88,13 @@ static void usage(FILE *f)
             "  --hostname    name in the greeting and the generated certificate (default: host name)\n"
             "  --write-cert  write the generated certificate's PEM to FILE (a client's --cafile)\n"
             "  --timeout     idle timeout in seconds (default 300)\n"
-            "  --max-size    largest message in bytes (default 10485760)\n",
+            "  --max-size    largest message in bytes (default 10485760)\n"
+            "  --legacy-hello  SSLv2-compatible, SSL 3.0, TLS 1.0/1.1 hellos after STARTTLS:\n"
+            "                refuse (default: the right alert, one log line) or handoff (to the\n"
+            "                system OpenSSL, which completes the session; needs --cert/--key)\n"
+            "  --memory FILE clients whose hello could not be served are not offered STARTTLS\n"
+            "                for a day, so their plaintext retry gets through (not with\n"
+            "                --require-tls); kept in FILE\n",
             prog);
 }
 
@@ -130,6 +140,8 @@ static const char *const end_names[] = {"quit", "eof", "timeout", "error", "too-
 struct conn {
     int fd;
     mailtls_session *s;
+    struct legacy_conn *legacy; /* a handed-off session on OpenSSL */
+    char lver[16], lcipher[64];  /* what OpenSSL negotiated */
     const char *peer;    /* "ip:port" */
     char ip[64];
     bool tls;
@@ -180,6 +192,17 @@ static int fill_plain(void *ud, uint8_t *buf, size_t cap, size_t *got)
     return LR_LINE;
 }
 
+static int fill_legacy(void *ud, uint8_t *buf, size_t cap, size_t *got)
+{
+    struct conn *c = ud;
+    flush(c);
+    if (c->dead)
+        return LR_ERROR;
+    if (legacy_read(c->legacy, buf, cap, got, c->err, sizeof c->err) < 0)
+        return strcmp(c->err, "timeout") == 0 ? LR_TIMEOUT : LR_ERROR;
+    return *got ? LR_LINE : LR_EOF;
+}
+
 static int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
 {
     struct conn *c = ud;
@@ -202,6 +225,10 @@ static void flush(struct conn *c)
 {
     const uint8_t *p = (const uint8_t *)c->out.p;
     size_t left = c->out.len;
+    if (c->legacy && !c->dead && left > 0 && legacy_write(c->legacy, p, left, c->err, sizeof c->err) < 0)
+        c->dead = true;
+    if (c->legacy)
+        left = 0;
     while (!c->dead && left > 0) {
         size_t w = 0;
         uint32_t rc = mailtls_session_write(c->s, p, left, &w);
@@ -451,8 +478,8 @@ static int store(struct conn *c, const struct sbuf *body, const char *for_rcpt, 
     snprintf(id, 64, "%lX%05lX%X", (unsigned long)tv.tv_sec, (unsigned long)tv.tv_usec, ++seq);
 
     const mailtls_report *rep = mailtls_session_report(c->s);
-    const char *ver = c->tls ? mailtls_report_tls_version(rep) : NULL;
-    const char *cipher = c->tls ? mailtls_report_cipher(rep) : NULL;
+    const char *ver = c->lver[0] ? c->lver : c->tls ? mailtls_report_tls_version(rep) : NULL;
+    const char *cipher = c->lcipher[0] ? c->lcipher : c->tls ? mailtls_report_cipher(rep) : NULL;
     const char *group = c->tls ? mailtls_report_group(rep) : NULL;
     const char *with = opt.proto == MAILTLS_PROTO_LMTP ? (c->tls ? "LMTPS" : "LMTP")
                        : c->tls                        ? "ESMTPS"
@@ -658,6 +685,30 @@ static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
         lr_init(&c->lr, fill_tls, c);
         return true;
     }
+    if (rc == MAILTLS_RESULT_HANDOFF && legacy) {
+        /* A hello rustls does not serve: OpenSSL continues from the bytes already read. */
+        const uint8_t *pre = NULL;
+        size_t npre = 0;
+        mailtls_session_handoff_bytes(c->s, &pre, &npre);
+        c->legacy = legacy_accept(legacy, c->fd, pre, npre, opt.timeout, c->err, sizeof c->err);
+        if (!c->legacy) {
+            logmsg(c->peer, "handoff to OpenSSL failed: %s", c->err);
+            *why = END_TLS_FAILED;
+            return false;
+        }
+        snprintf(c->lver, sizeof c->lver, "%s", legacy_version(c->legacy));
+        snprintf(c->lcipher, sizeof c->lcipher, "%s", legacy_cipher(c->legacy));
+        logmsg(c->peer, "%s hello handed off: OpenSSL negotiated %s %s",
+               mailtls_hello_name(mailtls_report_hello(mailtls_session_report(c->s))), legacy_version(c->legacy),
+               legacy_cipher(c->legacy));
+        c->tls = true;
+        c->have_helo = false;
+        c->esmtp = false;
+        c->helo[0] = '\0';
+        txn_reset(&c->t);
+        lr_init(&c->lr, fill_legacy, c);
+        return true;
+    }
     if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE) {
         /* The library sent 454 / 554 itself: go on as before. */
         if (npending) {
@@ -681,9 +732,16 @@ static void json_log(struct conn *c, enum end_reason why)
     sb_puts(&j, "{\"peer\":");
     sb_json_str(&j, c->peer);
     sb_puts(&j, ",\"tls_version\":");
-    sb_json_str(&j, rep ? mailtls_report_tls_version(rep) : NULL);
+    sb_json_str(&j, c->lver[0] ? c->lver : rep ? mailtls_report_tls_version(rep) : NULL);
     sb_puts(&j, ",\"cipher\":");
-    sb_json_str(&j, rep ? mailtls_report_cipher(rep) : NULL);
+    sb_json_str(&j, c->lcipher[0] ? c->lcipher : rep ? mailtls_report_cipher(rep) : NULL);
+    uint32_t hello = rep ? mailtls_report_hello(rep) : MAILTLS_HELLO_NONE;
+    int32_t action = rep ? mailtls_report_hello_action(rep) : -1;
+    static const char *const action_names[] = {"serve", "handoff", "refuse"};
+    sb_puts(&j, ",\"hello\":");
+    sb_json_str(&j, hello == MAILTLS_HELLO_NONE ? NULL : mailtls_hello_name(hello));
+    sb_puts(&j, ",\"hello_action\":");
+    sb_json_str(&j, action >= 0 && action <= 2 ? action_names[action] : NULL);
     sb_puts(&j, ",\"group\":");
     sb_json_str(&j, rep ? mailtls_report_group(rep) : NULL);
     sb_puts(&j, ",\"outcome\":");
@@ -703,6 +761,21 @@ static void json_log(struct conn *c, enum end_reason why)
             logmsg(c->peer, "json log: %s", strerror(errno));
     }
     sb_free(&j);
+}
+
+/* The library's command checks for a session it handed off (TLS is active). */
+static uint32_t legacy_check(struct conn *c, const char *line, size_t len)
+{
+    size_t v = 0;
+    while (v < len && line[v] != ' ')
+        v++;
+    if (v == 8 && strncasecmp(line, "STARTTLS", 8) == 0)
+        return MAILTLS_RESULT_TLS_ALREADY_ACTIVE;
+    bool hello = v == 4 && (!strncasecmp(line, "EHLO", 4) || !strncasecmp(line, "HELO", 4) || !strncasecmp(line, "LHLO", 4));
+    bool harmless = v == 4 && (!strncasecmp(line, "NOOP", 4) || !strncasecmp(line, "QUIT", 4) || !strncasecmp(line, "RSET", 4));
+    if (!c->have_helo && !hello && !harmless)
+        return MAILTLS_RESULT_STATE_RESET_REQUIRED;
+    return MAILTLS_RESULT_OK;
 }
 
 static void serve(int fd, const char *peer)
@@ -777,7 +850,8 @@ static void serve(int fd, const char *peer)
             reply(c, "500 5.5.2 Error: NUL in command");
             continue;
         }
-        uint32_t chk = mailtls_server_check_command(c->s, (const uint8_t *)line, len);
+        /* A handed-off session is the example's own: the same rules, kept here. */
+        uint32_t chk = c->legacy ? legacy_check(c, line, len) : mailtls_server_check_command(c->s, (const uint8_t *)line, len);
         if (chk != MAILTLS_RESULT_OK) {
             const char *text = mailtls_server_reply(c->s, chk);
             c->errors++;
@@ -835,13 +909,19 @@ static void serve(int fd, const char *peer)
     if (c->dead && why != END_TLS_FAILED)
         why = END_ERROR;
 
-    if (c->tls && !c->dead)
+    if (c->legacy) {
+        if (!c->dead)
+            flush(c);
+        legacy_close(c->legacy); /* close_notify */
+        c->legacy = NULL;
+    } else if (c->tls && !c->dead) {
         mailtls_session_close(c->s); /* close_notify */
+    }
     shutdown(fd, SHUT_RDWR);
     close(fd);
     {
         const mailtls_report *rep = mailtls_session_report(c->s);
-        const char *ver = rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
+        const char *ver = c->lver[0] ? c->lver : rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
         logmsg(peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
                c->messages, c->err[0] ? ", " : "", c->err);
     }
@@ -930,7 +1010,7 @@ int main(int argc, char **argv)
 {
     enum {
         O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
-        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE
+        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY
     };
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
@@ -946,6 +1026,8 @@ int main(int argc, char **argv)
         {"write-cert", required_argument, NULL, O_WRITECERT},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"max-size", required_argument, NULL, O_MAXSIZE},
+        {"legacy-hello", required_argument, NULL, O_LEGACY},
+        {"memory", required_argument, NULL, O_MEMORY},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -971,6 +1053,15 @@ int main(int argc, char **argv)
         case O_ONCE: opt.once = true; break;
         case O_HOSTNAME: opt.hostname = optarg; break;
         case O_WRITECERT: opt.write_cert = optarg; break;
+        case O_LEGACY:
+            if (strcmp(optarg, "refuse") == 0)
+                opt.legacy_handoff = false;
+            else if (strcmp(optarg, "handoff") == 0)
+                opt.legacy_handoff = true;
+            else
+                die_usage("--legacy-hello: refuse or handoff, not \"%s\"", optarg);
+            break;
+        case O_MEMORY: opt.memory = optarg; break;
         case O_TIMEOUT:
         case O_MAXSIZE: {
             char *end;
@@ -1000,6 +1091,8 @@ int main(int argc, char **argv)
         die_usage("--no-tls excludes --cert, --require-tls and --write-cert");
     if (opt.write_cert && opt.cert)
         die_usage("--write-cert is for the generated certificate (without --cert)");
+    if (opt.legacy_handoff && !opt.cert)
+        die_usage("--legacy-hello handoff needs --cert and --key (OpenSSL loads them too)");
 
     if (opt.hostname) {
         if (!printable_token(opt.hostname, 253))
@@ -1030,6 +1123,32 @@ int main(int argc, char **argv)
         config_fail("set_timeout_ms", rc);
     if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
         config_fail("set_require_tls", rc);
+    if (opt.legacy_handoff) {
+        static const uint32_t old[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSL3, MAILTLS_HELLO_TLS10,
+                                       MAILTLS_HELLO_TLS11};
+        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+            if ((rc = mailtls_config_builder_set_hello_action(builder, old[i], MAILTLS_HELLO_ACTION_HANDOFF)))
+                config_fail("set_hello_action", rc);
+        legacy = legacy_ctx_new(opt.cert, opt.key, err, sizeof err);
+        if (!legacy) {
+            fprintf(stderr, "%s: --legacy-hello handoff: %s\n", prog, err);
+            return EX_CONFIG;
+        }
+        fprintf(stderr, "%s: SSLv2-compatible, SSL 3.0, TLS 1.0 and 1.1 hellos go to %s\n", prog,
+                legacy_engine_name());
+    }
+    if (opt.memory) {
+        const mailtls_memory *mem = NULL;
+        if ((rc = mailtls_memory_open_file(opt.memory, &mem)))
+            config_fail("--memory", rc);
+        char problems[1024] = "";
+        if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+            fprintf(stderr, "%s: --memory %s: %s\n", prog, opt.memory, problems);
+        rc = mailtls_config_builder_set_server_memory(builder, mem, 0);
+        mailtls_memory_free(mem); /* the config holds its own reference */
+        if (rc)
+            config_fail("set_server_memory", rc);
+    }
     if (opt.cert) {
         if ((rc = mailtls_config_builder_set_certificate_files(builder, opt.cert, opt.key)))
             config_fail("--cert/--key", rc);

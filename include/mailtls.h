@@ -1141,7 +1141,7 @@ uint64_t mailtls_report_discarded_bytes(const mailtls_report *r);
 const char *mailtls_report_json(const mailtls_report *r);
 
 /*
- The name of an outcome ("tls", "plaintext", "defer", "fail", "pending"); static.
+ The name of an outcome ("tls", "plaintext", "defer", "fail", "handoff", "pending"); static.
  */
 const char *mailtls_outcome_name(uint32_t outcome);
 
@@ -1442,7 +1442,10 @@ mailtls_result mailtls_session_set_implicit_tls(mailtls_session *s, bool on);
  The client's hello is classified first (`mailtls_report_hello`) and handled as the
  config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
  TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
- refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
+ refused (`MAILTLS_RESULT_HELLO_REFUSED`: the format's alert was sent, close the connection;
+ a non-blocking transport that did not take it all leaves it queued:
+ `mailtls_session_wants_write` says so and `mailtls_session_flush` sends the rest, as
+ after any failed handshake).
  The go reply is the protocol's (SMTP `220`, IMAP `tag OK`, POP3 `+OK`, NNTP `382`,
  ManageSieve `OK`); for IMAP pass the STARTTLS line to `mailtls_server_check_command`
  first, so the reply carries its tag. After `mailtls_server_note_authenticated`

@@ -15,6 +15,9 @@ if ! echo 'int main(void){return 0;}' | gcc -x c -fsanitize=address -o /dev/null
   need+=(libasan8)
 fi
 [ -e /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
+# mailtls-server's legacy TLS engine (the handoff example) links the system OpenSSL.
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+have openssl || need+=(openssl)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"

@@ -293,7 +293,7 @@ pub extern "C" fn mailtls_report_json(r: *const mailtls_report) -> *const c_char
     })
 }
 
-/// The name of an outcome ("tls", "plaintext", "defer", "fail", "pending"); static.
+/// The name of an outcome ("tls", "plaintext", "defer", "fail", "handoff", "pending"); static.
 #[no_mangle]
 pub extern "C" fn mailtls_outcome_name(outcome: u32) -> *const c_char {
     ffi_guard!(std::ptr::null(), {
@@ -303,6 +303,7 @@ pub extern "C" fn mailtls_outcome_name(outcome: u32) -> *const c_char {
             2 => Outcome::Plaintext,
             3 => Outcome::Defer,
             4 => Outcome::Fail,
+            5 => Outcome::Handoff,
             _ => Outcome::Pending,
         };
         static_cstr(o.name())

@@ -604,7 +604,10 @@ pub extern "C" fn mailtls_session_set_implicit_tls(s: *mut mailtls_session, on: 
 /// The client's hello is classified first (`mailtls_report_hello`) and handled as the
 /// config says: served; handed off (`MAILTLS_RESULT_HANDOFF`: the application's own
 /// TLS engine continues on the transport after `mailtls_session_handoff_bytes`); or
-/// refused (`MAILTLS_RESULT_HELLO_REFUSED`: an alert was sent, close the connection).
+/// refused (`MAILTLS_RESULT_HELLO_REFUSED`: the format's alert was sent, close the connection;
+/// a non-blocking transport that did not take it all leaves it queued:
+/// `mailtls_session_wants_write` says so and `mailtls_session_flush` sends the rest, as
+/// after any failed handshake).
 /// The go reply is the protocol's (SMTP `220`, IMAP `tag OK`, POP3 `+OK`, NNTP `382`,
 /// ManageSieve `OK`); for IMAP pass the STARTTLS line to `mailtls_server_check_command`
 /// first, so the reply carries its tag. After `mailtls_server_note_authenticated`

@@ -509,8 +509,10 @@ impl Session {
             HelloAction::Refuse => {
                 let alert = sniff::refusal_bytes(&h);
                 if !alert.is_empty() {
-                    // The refusal is a courtesy; the connection ends either way.
-                    let _ = self.write_raw(&alert);
+                    // The refusal is a courtesy; the connection ends either way. What a
+                    // non-blocking transport did not take stays queued for `flush`.
+                    self.plain_out.extend_from_slice(&alert);
+                    let _ = self.flush_out();
                 }
                 self.remember_unserved(&what);
                 Err(Error::new(Code::HelloRefused, format!("{what} refused by configuration; alert sent, closing")))
