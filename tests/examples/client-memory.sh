@@ -14,8 +14,10 @@ for b in "$CLIENT" "$ZOO"; do [ -x "$b" ] || { echo "client-memory: $b is missin
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mailtls-client-memory.XXXXXX")
 ZOO_PID=""
 cleanup() {
-  [ -n "$ZOO_PID" ] && kill "$ZOO_PID" 2>/dev/null && wait "$ZOO_PID" 2>/dev/null
+  local st=$?
+  if [ -n "$ZOO_PID" ]; then kill "$ZOO_PID" 2>/dev/null || true; wait "$ZOO_PID" 2>/dev/null || true; fi
   rm -rf "$TMP"
+  exit $st
 }
 trap cleanup EXIT
 fail() { echo "client-memory: FAILED: $*" >&2; exit 1; }

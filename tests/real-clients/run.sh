@@ -37,8 +37,10 @@ fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mailtls-real-clients.XXXXXX")
 PIDS=()
 cleanup() {
+  local st=$?
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   rm -rf "$TMP"
+  exit $st
 }
 trap cleanup EXIT
 FAILED=0
