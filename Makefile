@@ -37,11 +37,14 @@ ffi-test: lib examples
 # The example programs driven from scripts against real fixture servers.
 examples-test: lib examples
 	bash tests/examples/client-memory.sh
+	bash tests/examples/mailbox-junk.sh
 
 # Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
-# client) against mailtls-server; the script installs what they need.
+# client) against mailtls-server, then real IMAP, POP3, NNTP and ManageSieve clients
+# (openssl s_client, curl, imaplib, poplib, nntplib); run.sh installs what they need.
 real-clients: lib examples
 	bash tests/real-clients/run.sh
+	bash tests/real-clients/protocols.sh
 
 demo: deps examples
 	bash scripts/demo.sh

@@ -413,3 +413,55 @@ int pem_cert_sha256_hex(const char *pem, char out[65])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
     return n ? 0 : -1;
 }
+
+int b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen)
+{
+    size_t o = 0, pad = 0, digits = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == '=') {
+            pad++;
+            continue;
+        }
+        int v = b64val(ch);
+        if (v < 0 || pad)
+            return -1; /* a stray character, or data after the padding */
+        digits++;
+        acc = (acc << 6) | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (o >= cap)
+                return -1;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if ((digits + pad) % 4 != 0 || pad > 2)
+        return -1;
+    *outlen = o;
+    return 0;
+}
+
+int b64_encode(const uint8_t *in, size_t n, char *out, size_t cap)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t need = (n + 2) / 3 * 4 + 1;
+    if (cap < need)
+        return -1;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return (int)o;
+}

@@ -86,4 +86,10 @@ int pem_cert_sha256_hex(const char *pem, char out[65]);
 /* Whether `s` is non-empty printable ASCII without spaces, at most `max` bytes. */
 bool printable_token(const char *s, size_t max);
 
+/* Base64 (RFC 4648): decode returns 0 with *outlen, or -1 on a bad character, bad
+ * padding or a full `out`; encode writes a NUL-terminated text and returns its length,
+ * or -1 when `cap` is too small. */
+int b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen);
+int b64_encode(const uint8_t *in, size_t n, char *out, size_t cap);
+
 #endif /* MAILTLS_EXAMPLES_COMMON_H */

@@ -1,14 +1,18 @@
 /*
- * mailtls-client: negotiates STARTTLS with an SMTP or LMTP server through mailtls and,
- * with --message, delivers one message over the negotiated session.
+ * mailtls-client: negotiates STARTTLS (or implicit TLS) through mailtls with an SMTP or
+ * LMTP server and, with --message, delivers one message over the negotiated session;
+ * or with an IMAP, POP3, NNTP or ManageSieve server and, with --user/--pass, logs in
+ * and lists what it holds (mailbox-client.c).
  *
- *   mailtls-client [--proto smtp|lmtp] [--policy none|may|encrypt|verify]
- *                  [--servername NAME] [--cafile FILE] [--timeout SECS]
- *                  [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]
+ *   mailtls-client [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]
+ *                  [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]
+ *                  [--timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]
+ *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
  *
  * Exit status (sysexits): 0 done as the policy allows; 75 temporary failure (defer,
- * connection failure, 4xx reply); 69 permanent failure (fail, 5xx reply); 64 usage;
- * 66 the message file cannot be read; 78 the TLS configuration cannot be built.
+ * connection failure, 4xx reply); 69 permanent failure (fail, 5xx reply); 77 login or
+ * listing refused; 64 usage; 66 the message file cannot be read; 78 the TLS
+ * configuration cannot be built.
  *
  * The program connects the socket itself and hands the descriptor to the library
  * (mailtls_session_set_fd); after the negotiation every byte of its own SMTP dialogue
@@ -34,6 +38,7 @@
 #include <unistd.h>
 
 #include "common.h"
+#include "mailbox-client.h"
 
 static const char *const prog = "mailtls-client";
 static int verbose;
@@ -45,13 +50,17 @@ static int verbose;
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [--proto smtp|lmtp] [--policy none|may|encrypt|verify]\n"
-            "                      [--servername NAME] [--cafile FILE] [--timeout SECS] [--memory FILE]\n"
-            "                      [--from ADDR --to ADDR... --message FILE] [--json] [-v] HOST[:PORT]\n"
+            "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]\n"
+            "                      [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]\n"
+            "                      [--timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]\n"
+            "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
             "       %s --memory FILE --list-memory\n"
             "       %s --memory FILE --forget HOST[:PORT]\n"
             "\n"
-            "  --proto       smtp (default, port 25) or lmtp (port 24)\n"
+            "  --proto       smtp (default, port 25), lmtp (24), imap (143), pop3 (110), nntp (119)\n"
+            "                or sieve (ManageSieve, 4190)\n"
+            "  --implicit    TLS from the first byte (RFC 8314): smtp 465, imap 993, pop3 995,\n"
+            "                nntp 563; STARTTLS is never sent\n"
             "  --policy      TLS policy (default may)\n"
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
@@ -60,11 +69,16 @@ static void usage(FILE *f)
             "  --list-memory print every record of --memory FILE, one per line, and exit\n"
             "  --forget HOST[:PORT]  forget what --memory FILE knows of HOST (every port\n"
             "                without :PORT), print how many records went, and exit\n"
-            "  --from/--to/--message  deliver FILE from ADDR to each --to ADDR\n"
+            "  --from/--to/--message  smtp/lmtp: deliver FILE from ADDR to each --to ADDR\n"
+            "  --user/--pass imap/pop3/nntp/sieve: log in after TLS and list the mailbox (IMAP\n"
+            "                SELECT INBOX, POP3 STAT/LIST, NNTP LIST ACTIVE, Sieve LISTSCRIPTS)\n"
+            "                on stdout; without them only the negotiation and a logout\n"
+            "  --plaintext-auth  under may, allow the login over plaintext when the server\n"
+            "                offers no TLS (default: defer instead of sending the password)\n"
             "  --json        print the library's report as one JSON line on stdout\n"
             "  -v            debug logging and the SMTP dialogue on stderr\n"
             "\n"
-            "exit: 0 ok, 75 temporary failure, 69 permanent failure, 64 usage,\n"
+            "exit: 0 ok, 75 temporary failure, 69 permanent failure, 77 login refused, 64 usage,\n"
             "      66 unreadable message, 78 configuration error\n",
             prog, prog, prog);
 }
@@ -713,7 +727,9 @@ int main(int argc, char **argv)
     bool json = false;
 
     enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
-           O_LIST_MEMORY, O_FORGET };
+           O_LIST_MEMORY, O_FORGET, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH };
+    bool implicit = false, plaintext_auth = false;
+    const char *user = NULL, *pass = NULL;
     bool list_memory = false;
     const char *forget = NULL;
     static const struct option longopts[] = {
@@ -729,6 +745,10 @@ int main(int argc, char **argv)
         {"memory", required_argument, NULL, O_MEMORY},
         {"list-memory", no_argument, NULL, O_LIST_MEMORY},
         {"forget", required_argument, NULL, O_FORGET},
+        {"implicit", no_argument, NULL, O_IMPLICIT},
+        {"user", required_argument, NULL, O_USER},
+        {"pass", required_argument, NULL, O_PASS},
+        {"plaintext-auth", no_argument, NULL, O_PLAINAUTH},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -738,13 +758,13 @@ int main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (opt) {
         case O_PROTO:
-            if (strcmp(optarg, "smtp") == 0)
-                proto = MAILTLS_PROTO_SMTP;
-            else if (strcmp(optarg, "lmtp") == 0)
-                proto = MAILTLS_PROTO_LMTP;
-            else
-                die_usage("--proto: smtp or lmtp, not \"%s\"", optarg);
+            if (proto_number(optarg, &proto) < 0)
+                die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", optarg);
             break;
+        case O_IMPLICIT: implicit = true; break;
+        case O_USER: user = optarg; break;
+        case O_PASS: pass = optarg; break;
+        case O_PLAINAUTH: plaintext_auth = true; break;
         case O_POLICY:
             if (strcmp(optarg, "none") == 0)
                 policy = MAILTLS_POLICY_NONE;
@@ -794,8 +814,17 @@ int main(int argc, char **argv)
     }
     if (optind != argc - 1)
         die_usage(optind >= argc ? "HOST[:PORT] is required" : "one HOST[:PORT] only");
+    bool mailbox = proto != MAILTLS_PROTO_SMTP && proto != MAILTLS_PROTO_LMTP;
     if ((from || nto || message) && !(from && nto && message))
         die_usage("--from, --to and --message go together");
+    if (message && mailbox)
+        die_usage("--from, --to and --message are for --proto smtp and lmtp");
+    if (!user != !pass)
+        die_usage("--user and --pass go together");
+    if (user && !mailbox)
+        die_usage("--user and --pass are for --proto imap, pop3, nntp and sieve");
+    if (implicit && proto == MAILTLS_PROTO_LMTP)
+        die_usage("--implicit: LMTP has no implicit-TLS port");
     if (from && !valid_address(from, true))
         die_usage("--from: not a usable address: \"%s\"", from);
     for (size_t i = 0; i < nto; i++)
@@ -805,8 +834,8 @@ int main(int argc, char **argv)
     char host[256];
     uint16_t port;
     char err[512];
-    if (split_hostport(argv[optind], host, sizeof host, proto == MAILTLS_PROTO_LMTP ? 24 : 25, &port, err,
-                       sizeof err) < 0 ||
+    static const uint16_t ports[6][2] = {{25, 465}, {24, 24}, {143, 993}, {110, 995}, {119, 563}, {4190, 4190}};
+    if (split_hostport(argv[optind], host, sizeof host, ports[proto][implicit ? 1 : 0], &port, err, sizeof err) < 0 ||
         port == 0)
         die_usage("%s", port == 0 ? "port 0" : err);
 
@@ -854,6 +883,10 @@ int main(int argc, char **argv)
             rc = mailtls_config_builder_set_memory(b, mem);
             mailtls_memory_free(mem); /* the config holds its own reference */
         }
+    }
+    if (rc == MAILTLS_RESULT_OK && plaintext_auth) {
+        step = "set_plaintext_auth";
+        rc = mailtls_config_builder_set_plaintext_auth(b, true);
     }
     if (rc == MAILTLS_RESULT_OK) {
         step = "set_log";
@@ -903,6 +936,10 @@ int main(int argc, char **argv)
 
     struct redial rd = {.host = host, .timeout = (unsigned)timeout};
     rc = mailtls_session_set_fd(s, fd);
+    if (rc == MAILTLS_RESULT_OK && implicit)
+        rc = mailtls_session_set_implicit_tls(s, true);
+    if (rc == MAILTLS_RESULT_OK && user) /* no password in plaintext unless --plaintext-auth */
+        rc = mailtls_session_set_will_authenticate(s, true);
     if (rc == MAILTLS_RESULT_OK)
         rc = mailtls_session_set_connector(s, redial_connect, redial_close, &rd);
     if (rc == MAILTLS_RESULT_OK)
@@ -923,7 +960,9 @@ int main(int argc, char **argv)
         } else {
             c->s = s;
             lr_init(&c->lr, fill_session, c);
-            if (message) {
+            if (mailbox) {
+                status = mailbox_dialogue(s, proto, user, pass, verbose, prog);
+            } else if (message) {
                 struct delivery d = {.from = from, .to = to, .nto = nto, .wire = &wire, .eightbit = eightbit,
                                      .proto = proto};
                 status = deliver(c, rep, &d);

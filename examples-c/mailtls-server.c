@@ -1,11 +1,9 @@
 /*
  * mailtls-server: a small SMTP/LMTP server that offers STARTTLS through mailtls and
- * delivers into a maildir. One process per connection (fork).
- *
- *   mailtls-server [--proto smtp|lmtp] [--listen ADDR:PORT] [--cert FILE --key FILE]
- *                  [--no-tls] [--require-tls] [--maildir DIR] [--json-log] [--once]
- *                  [--hostname NAME] [--write-cert FILE] [--timeout SECS]
- *                  [--max-size BYTES] [-v]
+ * delivers into a maildir, and an IMAP, POP3, NNTP or ManageSieve server (in
+ * mailbox-server.c) that serves that maildir, a news spool or a script store, with
+ * STARTTLS or implicit TLS. One process per connection (fork). See usage() for the
+ * options.
  *
  * It prints {"listening":"ADDR:PORT"} (the real port) as its first stdout line and,
  * with --json-log, one JSON line per connection. Human logs go to stderr.
@@ -38,51 +36,51 @@
 
 #include "common.h"
 #include "legacy-tls.h"
+#include "server.h"
 
 static const char *const prog = "mailtls-server";
 
 #define CMD_LINE_MAX 1000     /* RFC 5321 4.5.3.1.4: 512; we accept up to 1000 with CRLF */
 #define DATA_LINE_MAX 65536   /* longer than RFC 5321's 1000, refused beyond this */
-#define MAX_RCPTS 100
 #define MAX_ERRORS 20
 
-struct options {
-    uint32_t proto;
-    const char *listen;
-    const char *cert, *key;
-    bool no_tls, require_tls, json_log, once, verbose;
-    const char *maildir;
-    const char *write_cert;
-    const char *hostname;
-    const char *memory;   /* server-side memory file */
-    bool legacy_handoff;  /* old hellos to OpenSSL instead of refusing them */
-    unsigned timeout;     /* idle timeout, seconds */
-    size_t max_size;
-};
-
-static struct options opt = {
+struct options opt = {
     .proto = MAILTLS_PROTO_SMTP,
-    .listen = "127.0.0.1:2525",
     .timeout = 300,
     .max_size = 10 * 1024 * 1024,
 };
-static char hostname[256];
+char hostname[256];
 static const mailtls_config *cfg;
+static const char *const end_names[] = {"quit", "eof", "timeout", "error", "too-many-errors", "tls-failed"};
 static struct legacy_ctx *legacy; /* --legacy-hello handoff */
 
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: %s [--proto smtp|lmtp] [--listen ADDR:PORT] [--cert FILE --key FILE]\n"
-            "                      [--no-tls] [--require-tls] [--maildir DIR] [--json-log] [--once]\n"
-            "                      [--hostname NAME] [--write-cert FILE] [--timeout SECS]\n"
-            "                      [--max-size BYTES] [--legacy-hello refuse|handoff] [--memory FILE] [-v]\n"
+            "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit] [--listen ADDR:PORT]\n"
+            "                      [--cert FILE --key FILE] [--no-tls] [--require-tls] [--maildir DIR]\n"
+            "                      [--spool DIR] [--scripts DIR] [--user NAME --pass SECRET]\n"
+            "                      [--json-log] [--once] [--hostname NAME] [--write-cert FILE]\n"
+            "                      [--timeout SECS] [--max-size BYTES] [--legacy-hello refuse|handoff]\n"
+            "                      [--memory FILE] [-v]\n"
             "\n"
-            "  --listen      address to listen on (default 127.0.0.1:2525; port 0: any)\n"
+            "  --proto       smtp (default) and lmtp deliver into --maildir; imap and pop3 serve it;\n"
+            "                nntp serves --spool, sieve (ManageSieve) --scripts\n"
+            "  --implicit    TLS from the first byte (RFC 8314: SMTP submission, IMAPS, POP3S, NNTPS)\n"
+            "  --listen      address to listen on (default 127.0.0.1 and the protocol's port plus\n"
+            "                1000: 2525 smtp, 2424 lmtp, 1143 imap, 1110 pop3, 1119 nntp, 4190 sieve;\n"
+            "                with --implicit 1465, 1993, 1995, 1563; port 0: any)\n"
             "  --cert/--key  PEM certificate chain and key (default: a generated self-signed one)\n"
-            "  --no-tls      never offer STARTTLS (454 if a client sends it anyway)\n"
-            "  --require-tls refuse mail before STARTTLS (530)\n"
-            "  --maildir     deliver into DIR/new (default: accept and discard)\n"
+            "  --no-tls      never offer STARTTLS (the protocol's refusal if a client sends it anyway)\n"
+            "  --require-tls SMTP: refuse mail before STARTTLS (530); the others: refuse logins before\n"
+            "                TLS (IMAP LOGINDISABLED, POP3 -ERR, NNTP 483, ManageSieve ENCRYPT-NEEDED)\n"
+            "  --maildir     deliver into DIR/new (default: accept and discard); imap/pop3 read\n"
+            "                DIR/new and DIR/cur as INBOX (read-only for IMAP; POP3 DELE deletes)\n"
+            "  --spool DIR   news spool: DIR/GROUP/NUMBER files (default: one sample group)\n"
+            "  --scripts DIR Sieve scripts DIR/NAME.sieve, the active one named in DIR/.active\n"
+            "                (default: one sample script)\n"
+            "  --user/--pass the one account imap, pop3, nntp and sieve accept (none: every login\n"
+            "                is refused; nntp then serves without a login)\n"
             "  --json-log    one JSON line per connection on stdout\n"
             "  --once        exit after the first connection\n"
             "  --hostname    name in the greeting and the generated certificate (default: host name)\n"
@@ -91,7 +89,8 @@ static void usage(FILE *f)
             "  --max-size    largest message in bytes (default 10485760)\n"
             "  --legacy-hello  SSLv2-compatible, SSL 3.0, TLS 1.0/1.1 hellos after STARTTLS:\n"
             "                refuse (default: the right alert, one log line) or handoff (to the\n"
-            "                system OpenSSL, which completes the session; needs --cert/--key)\n"
+            "                system OpenSSL, which completes the session; needs --cert/--key;\n"
+            "                smtp and lmtp only)\n"
             "  --memory FILE clients whose hello could not be served are not offered STARTTLS\n"
             "                for a day, so their plaintext retry gets through (not with\n"
             "                --require-tls); kept in FILE\n",
@@ -111,8 +110,8 @@ static void die_usage(const char *fmt, ...)
     exit(EX_USAGE);
 }
 
-static void logmsg(const char *peer, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void logmsg(const char *peer, const char *fmt, ...)
+void logmsg(const char *peer, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void logmsg(const char *peer, const char *fmt, ...)
 {
     char buf[2048];
     va_list ap;
@@ -127,37 +126,6 @@ static void logmsg(const char *peer, const char *fmt, ...)
 
 /* ---- one connection ---- */
 
-struct txn {
-    bool active;
-    char *from;
-    char *rcpt[MAX_RCPTS];
-    size_t nrcpt;
-};
-
-enum end_reason { END_QUIT, END_EOF, END_TIMEOUT, END_ERROR, END_TOO_MANY_ERRORS, END_TLS_FAILED };
-static const char *const end_names[] = {"quit", "eof", "timeout", "error", "too-many-errors", "tls-failed"};
-
-struct conn {
-    int fd;
-    mailtls_session *s;
-    struct legacy_conn *legacy; /* a handed-off session on OpenSSL */
-    char lver[16], lcipher[64];  /* what OpenSSL negotiated */
-    const char *peer;    /* "ip:port" */
-    char ip[64];
-    bool tls;
-    bool have_helo, esmtp;
-    char helo[256];
-    struct txn t;
-    struct linereader lr;
-    unsigned messages;
-    unsigned errors;
-    struct sbuf out;     /* replies not written yet (flushed before every blocking read) */
-    bool dead;           /* the transport failed: no more replies */
-    char err[512];
-    uint64_t discarded;  /* bytes we dropped after STARTTLS when the library did not count them */
-};
-
-static void flush(struct conn *c);
 
 /* The reader's sources: called only when every buffered line was handled, so this
  * is where queued replies go out (one write for a whole pipelined batch). */
@@ -203,7 +171,7 @@ static int fill_legacy(void *ud, uint8_t *buf, size_t cap, size_t *got)
     return *got ? LR_LINE : LR_EOF;
 }
 
-static int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
+int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
 {
     struct conn *c = ud;
     flush(c);
@@ -221,7 +189,7 @@ static int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
 }
 
 /* Writes out the queued replies through the session (plaintext or TLS). */
-static void flush(struct conn *c)
+void flush(struct conn *c)
 {
     const uint8_t *p = (const uint8_t *)c->out.p;
     size_t left = c->out.len;
@@ -245,8 +213,8 @@ static void flush(struct conn *c)
 }
 
 /* Queues one reply line (CRLF added). */
-static void reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void reply(struct conn *c, const char *fmt, ...)
+void reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void reply(struct conn *c, const char *fmt, ...)
 {
     if (c->dead)
         return;
@@ -269,12 +237,22 @@ static void reply(struct conn *c, const char *fmt, ...)
 }
 
 /* Sends a ready-made reply line (with CRLF) from the library. */
-static void reply_raw(struct conn *c, const char *line)
+void reply_raw(struct conn *c, const char *line)
 {
     size_t n = strlen(line);
     while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
         n--;
     reply(c, "%.*s", (int)n, line);
+}
+
+void reply_bytes(struct conn *c, const void *p, size_t n)
+{
+    if (c->dead)
+        return;
+    if (sb_append(&c->out, p, n) < 0) {
+        snprintf(c->err, sizeof c->err, "out of memory");
+        c->dead = true;
+    }
 }
 
 static void txn_reset(struct txn *t)
@@ -449,7 +427,7 @@ static void safe_name(char *dst, size_t cap, const char *src)
     dst[i] = '\0';
 }
 
-static int write_all(int fd, const void *p, size_t n)
+int write_all(int fd, const void *p, size_t n)
 {
     const char *q = p;
     while (n > 0) {
@@ -658,18 +636,12 @@ static bool cmd_data(struct conn *c, const char *arg, enum end_reason *why)
     return true;
 }
 
-/* Returns false when the connection must end. */
-static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
+int start_tls(struct conn *c, enum end_reason *why)
 {
-    if (*arg) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: STARTTLS");
-        return true;
-    }
-    flush(c); /* our earlier replies go out before the library's 220 */
+    flush(c); /* our earlier replies go out before the library's go */
     if (c->dead) {
         *why = END_ERROR;
-        return false;
+        return -1;
     }
     const uint8_t *pending;
     size_t npending = lr_pending(&c->lr, &pending);
@@ -678,12 +650,8 @@ static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
     lr_discard(&c->lr);
     if (rc == MAILTLS_RESULT_OK) {
         c->tls = true;
-        c->have_helo = false;
-        c->esmtp = false;
-        c->helo[0] = '\0';
-        txn_reset(&c->t);
         lr_init(&c->lr, fill_tls, c);
-        return true;
+        return 1;
     }
     if (rc == MAILTLS_RESULT_HANDOFF && legacy) {
         /* A hello rustls does not serve: OpenSSL continues from the bytes already read. */
@@ -694,7 +662,7 @@ static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
         if (!c->legacy) {
             logmsg(c->peer, "handoff to OpenSSL failed: %s", c->err);
             *why = END_TLS_FAILED;
-            return false;
+            return -1;
         }
         snprintf(c->lver, sizeof c->lver, "%s", legacy_version(c->legacy));
         snprintf(c->lcipher, sizeof c->lcipher, "%s", legacy_cipher(c->legacy));
@@ -702,26 +670,42 @@ static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
                mailtls_hello_name(mailtls_report_hello(mailtls_session_report(c->s))), legacy_version(c->legacy),
                legacy_cipher(c->legacy));
         c->tls = true;
-        c->have_helo = false;
-        c->esmtp = false;
-        c->helo[0] = '\0';
-        txn_reset(&c->t);
         lr_init(&c->lr, fill_legacy, c);
-        return true;
+        return 1;
     }
-    if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE) {
-        /* The library sent 454 / 554 itself: go on as before. */
+    if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE ||
+        rc == MAILTLS_RESULT_STARTTLS_NOT_ALLOWED) {
+        /* The library sent the protocol's refusal itself: go on as before. */
         if (npending) {
             c->discarded += npending;
             logmsg(c->peer, "discarded %zu bytes pipelined after STARTTLS", npending);
         }
         logmsg(c->peer, "STARTTLS refused: %s", mailtls_session_last_error(c->s));
-        return true;
+        return 0;
     }
     snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
     logmsg(c->peer, "STARTTLS failed: %s", c->err);
     *why = END_TLS_FAILED;
-    return false;
+    return -1;
+}
+
+/* Returns false when the connection must end. */
+static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
+{
+    if (*arg) {
+        c->errors++;
+        reply(c, "501 5.5.4 Syntax: STARTTLS");
+        return true;
+    }
+    int r = start_tls(c, why);
+    if (r > 0) {
+        /* RFC 3207 section 4.2: the client starts over with EHLO. */
+        c->have_helo = false;
+        c->esmtp = false;
+        c->helo[0] = '\0';
+        txn_reset(&c->t);
+    }
+    return r >= 0;
 }
 
 static void json_log(struct conn *c, enum end_reason why)
@@ -729,8 +713,13 @@ static void json_log(struct conn *c, enum end_reason why)
     const mailtls_report *rep = mailtls_session_report(c->s);
     uint32_t outcome = rep ? mailtls_report_outcome(rep) : MAILTLS_OUTCOME_PENDING;
     struct sbuf j = {0};
+    static const char *const proto_names[] = {"smtp", "lmtp", "imap", "pop3", "nntp", "sieve"};
     sb_puts(&j, "{\"peer\":");
     sb_json_str(&j, c->peer);
+    sb_puts(&j, ",\"proto\":");
+    sb_json_str(&j, opt.proto < 6 ? proto_names[opt.proto] : NULL);
+    sb_printf(&j, ",\"implicit\":%s,\"user\":", opt.implicit ? "true" : "false");
+    sb_json_str(&j, c->user[0] ? c->user : NULL);
     sb_puts(&j, ",\"tls_version\":");
     sb_json_str(&j, c->lver[0] ? c->lver : rep ? mailtls_report_tls_version(rep) : NULL);
     sb_puts(&j, ",\"cipher\":");
@@ -812,9 +801,25 @@ static void serve(int fd, const char *peer)
         return;
     }
     logmsg(peer, "connected");
+    enum end_reason why = END_EOF;
+    if (opt.implicit) {
+        /* RFC 8314: the handshake comes first, the greeting goes out encrypted. */
+        rc = mailtls_server_start_implicit(c->s);
+        if (rc != MAILTLS_RESULT_OK) {
+            snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
+            logmsg(peer, "implicit TLS failed: %s", c->err);
+            why = END_TLS_FAILED;
+            goto done;
+        }
+        c->tls = true;
+        lr_init(&c->lr, fill_tls, c);
+    }
+    if (opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP) {
+        serve_mailbox(c, &why);
+        goto done;
+    }
     reply(c, "220 %s %s mailtls-server ready", hostname, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "ESMTP");
 
-    enum end_reason why = END_EOF;
     static char line[CMD_LINE_MAX];
     while (!c->dead) {
         if (c->errors >= MAX_ERRORS) {
@@ -905,6 +910,7 @@ static void serve(int fd, const char *peer)
             reply(c, "502 5.5.2 Error: command not recognized");
         }
     }
+done:
     flush(c);
     if (c->dead && why != END_TLS_FAILED)
         why = END_ERROR;
@@ -914,7 +920,7 @@ static void serve(int fd, const char *peer)
             flush(c);
         legacy_close(c->legacy); /* close_notify */
         c->legacy = NULL;
-    } else if (c->tls && !c->dead) {
+    } else if (c->tls && !c->dead && why != END_TLS_FAILED) {
         mailtls_session_close(c->s); /* close_notify */
     }
     shutdown(fd, SHUT_RDWR);
@@ -1010,7 +1016,8 @@ int main(int argc, char **argv)
 {
     enum {
         O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
-        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY
+        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
+        O_PASS
     };
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
@@ -1028,6 +1035,11 @@ int main(int argc, char **argv)
         {"max-size", required_argument, NULL, O_MAXSIZE},
         {"legacy-hello", required_argument, NULL, O_LEGACY},
         {"memory", required_argument, NULL, O_MEMORY},
+        {"implicit", no_argument, NULL, O_IMPLICIT},
+        {"spool", required_argument, NULL, O_SPOOL},
+        {"scripts", required_argument, NULL, O_SCRIPTS},
+        {"user", required_argument, NULL, O_USER},
+        {"pass", required_argument, NULL, O_PASS},
         {"verbose", no_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -1040,9 +1052,22 @@ int main(int argc, char **argv)
                 opt.proto = MAILTLS_PROTO_SMTP;
             else if (strcmp(optarg, "lmtp") == 0)
                 opt.proto = MAILTLS_PROTO_LMTP;
+            else if (strcmp(optarg, "imap") == 0)
+                opt.proto = MAILTLS_PROTO_IMAP;
+            else if (strcmp(optarg, "pop3") == 0)
+                opt.proto = MAILTLS_PROTO_POP3;
+            else if (strcmp(optarg, "nntp") == 0)
+                opt.proto = MAILTLS_PROTO_NNTP;
+            else if (strcmp(optarg, "sieve") == 0)
+                opt.proto = MAILTLS_PROTO_SIEVE;
             else
-                die_usage("--proto: smtp or lmtp, not \"%s\"", optarg);
+                die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", optarg);
             break;
+        case O_IMPLICIT: opt.implicit = true; break;
+        case O_SPOOL: opt.spool = optarg; break;
+        case O_SCRIPTS: opt.scripts = optarg; break;
+        case O_USER: opt.user = optarg; break;
+        case O_PASS: opt.pass = optarg; break;
         case O_LISTEN: opt.listen = optarg; break;
         case O_CERT: opt.cert = optarg; break;
         case O_KEY: opt.key = optarg; break;
@@ -1093,6 +1118,23 @@ int main(int argc, char **argv)
         die_usage("--write-cert is for the generated certificate (without --cert)");
     if (opt.legacy_handoff && !opt.cert)
         die_usage("--legacy-hello handoff needs --cert and --key (OpenSSL loads them too)");
+    bool mailbox = opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP;
+    if (opt.legacy_handoff && mailbox)
+        die_usage("--legacy-hello handoff is for --proto smtp and lmtp in this example");
+    if (opt.implicit && opt.no_tls)
+        die_usage("--implicit and --no-tls exclude each other");
+    if (!opt.user != !opt.pass)
+        die_usage("--user and --pass go together");
+    if (opt.user && (!printable_token(opt.user, 64) || strlen(opt.pass) > 256 || !*opt.pass))
+        die_usage("--user: printable, no spaces, at most 64 bytes; --pass: 1 to 256 bytes");
+    if ((opt.user || opt.spool || opt.scripts) && !mailbox)
+        die_usage("--user, --pass, --spool and --scripts are for --proto imap, pop3, nntp and sieve");
+    if (opt.spool && opt.proto != MAILTLS_PROTO_NNTP)
+        die_usage("--spool is for --proto nntp");
+    if (opt.scripts && opt.proto != MAILTLS_PROTO_SIEVE)
+        die_usage("--scripts is for --proto sieve");
+    if (opt.maildir && (opt.proto == MAILTLS_PROTO_NNTP || opt.proto == MAILTLS_PROTO_SIEVE))
+        die_usage("--maildir is for --proto smtp, lmtp, imap and pop3");
 
     if (opt.hostname) {
         if (!printable_token(opt.hostname, 253))
@@ -1105,7 +1147,15 @@ int main(int argc, char **argv)
     char lhost[256];
     uint16_t lport;
     char err[512];
-    if (split_hostport(opt.listen, lhost, sizeof lhost, 2525, &lport, err, sizeof err) < 0)
+    /* The standard ports plus 1000 (1143 for IMAP, 1993 for IMAPS ...): no root needed. */
+    static const uint16_t ports[6][2] = {{2525, 1465}, {2424, 2424}, {1143, 1993}, {1110, 1995}, {1119, 1563},
+                                         {4190, 4190}};
+    uint16_t default_port = ports[opt.proto][opt.implicit ? 1 : 0];
+    char default_listen[32];
+    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%u", (unsigned)default_port);
+    if (!opt.listen)
+        opt.listen = default_listen;
+    if (split_hostport(opt.listen, lhost, sizeof lhost, default_port, &lport, err, sizeof err) < 0)
         die_usage("--listen: %s", err);
     if (opt.maildir && make_maildir(opt.maildir) < 0)
         return EX_CANTCREAT;
@@ -1209,8 +1259,19 @@ int main(int argc, char **argv)
     format_addr((struct sockaddr *)&ss, sl, laddr, sizeof laddr);
     printf("{\"listening\":\"%s\"}\n", laddr);
     fflush(stdout);
-    fprintf(stderr, "%s: %s server %s listening on %s%s%s\n", prog, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "SMTP",
-            hostname, laddr, opt.require_tls ? " (TLS required)" : "", opt.maildir ? "" : " (no --maildir: mail is discarded)");
+    static const char *const proto_label[] = {"SMTP", "LMTP", "IMAP", "POP3", "NNTP", "ManageSieve"};
+    const char *store_note = "";
+    if (!mailbox && !opt.maildir)
+        store_note = " (no --maildir: mail is discarded)";
+    else if ((opt.proto == MAILTLS_PROTO_IMAP || opt.proto == MAILTLS_PROTO_POP3) && !opt.maildir)
+        store_note = " (no --maildir: the mailbox is empty)";
+    else if (opt.proto == MAILTLS_PROTO_NNTP && !opt.spool)
+        store_note = " (no --spool: one sample group)";
+    else if (opt.proto == MAILTLS_PROTO_SIEVE && !opt.scripts)
+        store_note = " (no --scripts: one sample script)";
+    fprintf(stderr, "%s: %s server %s listening on %s%s%s%s%s\n", prog, proto_label[opt.proto], hostname, laddr,
+            opt.implicit ? " (implicit TLS)" : "", opt.require_tls ? " (TLS required)" : "", store_note,
+            mailbox && !opt.user ? " (no --user: every login is refused)" : "");
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
