@@ -7,7 +7,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients demo test clean
+.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers demo test clean
 
 all: lib examples
 
@@ -46,10 +46,15 @@ real-clients: lib examples
 	bash tests/real-clients/run.sh
 	bash tests/real-clients/protocols.sh
 
+# Postfix, Dovecot and INN from Debian's packages, run as the test's own processes on
+# loopback (scripts/install-real-servers.sh installs them; needs root).
+real-servers: lib examples
+	bash tests/real-servers/run.sh
+
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers
 	@echo "make test: all suites passed"
 
 clean:
