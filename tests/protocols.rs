@@ -406,3 +406,31 @@ fn starttls_after_login_is_neither_offered_nor_accepted() {
         }
     }
 }
+
+#[test]
+fn a_second_session_with_the_same_configs_resumes_and_still_reports_the_certificate() {
+    // rustls resumes only with the verifier that accepted the first session, and a
+    // forking server only with stateless tickets: both must hold for MTAs to resume.
+    let server = server_cfg(false, InjectionAction::Discard);
+    let client = client_cfg(Policy::Encrypt);
+    let mut resumed = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = UnixStream::pair().unwrap();
+        a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let srv = server.clone();
+        let h = thread::spawn(move || run_server(Proto::Smtp, b, srv, false));
+        let mut c = Session::client(client.clone(), Proto::Smtp, "localhost", 1).unwrap();
+        c.set_transport(Box::new(Sock(a)));
+        c.negotiate().unwrap();
+        // the tickets come after the handshake: one exchange inside TLS collects them
+        assert!(echo(&mut c, Proto::Smtp).contains("hello"));
+        let r = c.report().clone();
+        assert_eq!(r.outcome(), Outcome::Tls);
+        assert!(r.peer_cert.is_some(), "the certificate is reported for a resumed session too");
+        resumed.push(r.resumed);
+        c.close().unwrap();
+        drop(c);
+        h.join().unwrap();
+    }
+    assert_eq!(resumed, [false, true]);
+}

@@ -122,7 +122,7 @@ pub struct Session {
     plaintext_only: bool,
     will_authenticate: bool,
     fallback_reason: Option<Error>,
-    cert_seen: Option<Arc<tls::client::Recorder>>,
+    cert_seen: Option<rustls::pki_types::CertificateDer<'static>>,
     handoff: Vec<u8>,
     implicit: bool,
     authenticated: bool,
@@ -554,7 +554,11 @@ impl Session {
         while !data.is_empty() {
             let conn = self.tls.as_mut().ok_or_else(|| Error::new(Code::InvalidState, "no TLS connection"))?;
             conn.read_tls(&mut data).map_err(|e| Error::new(Code::TlsRecord, format!("buffering TLS: {e}")))?;
-            if let Err(e) = conn.process_new_packets() {
+            let processed = conn.process_new_packets();
+            if let Some(cert) = tls::client::take_seen_certificate() {
+                self.cert_seen = Some(cert);
+            }
+            if let Err(e) = processed {
                 // Let rustls' alert reach the peer before we give up; failure to send it changes nothing.
                 let _ = self.flush_out();
                 return Err(tls::map_error(&e, during));
@@ -991,8 +995,8 @@ impl Session {
         let ctls = self.cfg.client_tls.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no client TLS config"))?;
         let name = ServerName::try_from(self.server_name.clone())
             .map_err(|e| Error::new(Code::InvalidParameter, format!("server name: {e}")))?;
-        let (config, recorder) = ctls.connection_config(rung, self.sni);
-        self.cert_seen = Some(recorder);
+        let config = ctls.connection_config(rung, self.sni);
+        self.cert_seen = None;
         let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
         self.tls = Some(Connection::Client(conn));
@@ -1149,7 +1153,7 @@ impl Session {
         if self.tls.is_some() && self.stage != Stage::Established {
             self.record_tls_facts();
             if self.report.peer_cert.is_none() {
-                self.report.peer_cert = self.cert_seen.as_ref().and_then(|r| r.seen()).map(|c| tls::certinfo::describe(&c));
+                self.report.peer_cert = self.cert_seen.as_ref().map(tls::certinfo::describe);
             }
         }
         self.record_attempt(e.code, FailureClass::of_dialogue(e.code));

@@ -67,7 +67,6 @@ pub struct ClientTls {
     /// The prebuilt config of each rung, with and without SNI; index = rung * 2 + sni_off.
     rungs: Vec<Arc<ClientConfig>>,
     enforce: bool,
-    verifier: Arc<dyn ServerCertVerifier>,
 }
 
 impl ClientTls {
@@ -101,6 +100,9 @@ impl ClientTls {
         // One session cache for every rung that resumes: a ticket from one rung is
         // offered by the next where rustls allows it.
         let cache = Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
+        // One verifier for every connection: rustls resumes a session only with the
+        // very verifier (the same Arc) that accepted it.
+        let recorder: Arc<dyn ServerCertVerifier> = Arc::new(Recorder { inner: verifier.clone() });
         let mut rungs = Vec::new();
         for rung in Rung::ALL {
             for sni in [true, false] {
@@ -109,7 +111,7 @@ impl ClientTls {
                     .with_protocol_versions(rung.versions())
                     .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
                     .dangerous()
-                    .with_custom_certificate_verifier(verifier.clone())
+                    .with_custom_certificate_verifier(recorder.clone())
                     .with_no_client_auth();
                 cfg.resumption = rustls::client::Resumption::store(cache.clone());
                 cfg.enable_sni = sni;
@@ -117,7 +119,7 @@ impl ClientTls {
                 rungs.push(Arc::new(cfg));
             }
         }
-        Ok(ClientTls { webpki, rungs, enforce, verifier })
+        Ok(ClientTls { webpki, rungs, enforce })
     }
 
     /// The config for a rung of the ladder, with or without SNI.
@@ -125,14 +127,12 @@ impl ClientTls {
         self.rungs[rung as usize * 2 + usize::from(!sni)].clone()
     }
 
-    /// The config of a rung for one connection, with a verifier that also keeps the
-    /// certificate the server presented: a rejected certificate is the one a report
-    /// most needs to show.
-    pub fn connection_config(&self, rung: Rung, sni: bool) -> (Arc<ClientConfig>, Arc<Recorder>) {
-        let recorder = Arc::new(Recorder { inner: self.verifier.clone(), seen: parking_lot::Mutex::new(None) });
-        let mut cfg = (*self.config(rung, sni)).clone();
-        cfg.dangerous().set_certificate_verifier(recorder.clone());
-        (Arc::new(cfg), recorder)
+    /// The config of a rung for one connection. Its verifier also hands the certificate
+    /// the server presented to [`take_seen_certificate`] (a rejected certificate is the
+    /// one a report most needs to show); the session collects it after each step.
+    pub fn connection_config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
+        take_seen_certificate();
+        self.config(rung, sni)
     }
 
     /// Whether the handshake itself enforces chain and name.
@@ -202,14 +202,19 @@ impl ServerCertVerifier for RecordOnly {
 #[derive(Debug)]
 pub struct Recorder {
     inner: Arc<dyn ServerCertVerifier>,
-    seen: parking_lot::Mutex<Option<CertificateDer<'static>>>,
 }
 
-impl Recorder {
-    /// The end-entity certificate the server presented, if it got that far.
-    pub fn seen(&self) -> Option<CertificateDer<'static>> {
-        self.seen.lock().clone()
-    }
+thread_local! {
+    /// The end-entity certificate the verifier saw last on this thread. rustls calls
+    /// the verifier inside `process_new_packets`, on the thread driving that
+    /// connection, and the session takes the certificate right after that call, so
+    /// sessions sharing a thread (an event loop) never see each other's.
+    static SEEN: std::cell::RefCell<Option<CertificateDer<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The certificate the verifier saw on this thread since the last call, if any.
+pub fn take_seen_certificate() -> Option<CertificateDer<'static>> {
+    SEEN.with(|s| s.borrow_mut().take())
 }
 
 impl ServerCertVerifier for Recorder {
@@ -221,7 +226,7 @@ impl ServerCertVerifier for Recorder {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock() = Some(end_entity.clone().into_owned());
+        SEEN.with(|s| *s.borrow_mut() = Some(end_entity.clone().into_owned()));
         self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }
 

@@ -57,11 +57,15 @@ pub fn self_signed(names: &[String]) -> Result<(String, String)> {
 /// Builds the rustls server config for a certified key.
 pub fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
+    let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Single(ck)));
+    // Stateless resumption tickets: the ticket key lives in the config, so a server
+    // that forks per connection (as MTAs do) or runs threads resumes sessions that
+    // another process or thread began; the in-memory session cache could not.
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?;
     Ok(Arc::new(cfg))
 }
 
