@@ -7,7 +7,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers demo test clean
+.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke demo test clean
 
 all: lib examples
 
@@ -51,10 +51,18 @@ real-clients: lib examples
 real-servers: lib examples
 	bash tests/real-servers/run.sh
 
+# Benchmarks against OpenSSL 3 and bare rustls, in release mode (bench/run.sh); the
+# smoke run only proves they build and start.
+bench: deps
+	bash bench/run.sh
+
+bench-smoke: deps
+	bash bench/run.sh --quick
+
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke
 	@echo "make test: all suites passed"
 
 clean:

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of bench-c and mailtls-bench (one run) into the table of
+BENCHMARKS.md and a bar chart of the ratios (SVG).
+
+    report.py RESULTS.jsonl TABLE.md CHART.svg
+"""
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+
+
+def get(what, impl, cert):
+    for r in rows:
+        if r["what"] == what and r["impl"] == impl and r["cert"] in (cert, "-"):
+            return r["median"]
+    return None
+
+
+def ratio(a, b):
+    return a / b if a and b else None
+
+
+lines = []
+bars = []  # (label, ratio, goal)
+for cert in ("ecdsa", "rsa"):
+    if get("sessions", "openssl", cert) is None:
+        continue
+    name = "ECDSA P-256" if cert == "ecdsa" else "RSA-2048"
+    lines.append(f"| **{name}** | | | | |")
+    for what, title in (("sessions", "full handshakes/s"), ("resumed", "resumed sessions/s")):
+        for impl, label in (("mailtls-pq", "mailtls, X25519MLKEM768 (default)"), ("mailtls-x25519", "mailtls, X25519"),
+                            ("openssl", "OpenSSL 3, X25519"), ("rustls-pq", "bare rustls, X25519MLKEM768"),
+                            ("rustls-x25519", "bare rustls, X25519")):
+            v = get(what, impl, cert)
+            if v is None:
+                continue
+            o = get(what, "openssl", cert)
+            bare = get(what, "rustls-" + impl.split("-")[1], cert) if impl.startswith("mailtls") else None
+            floor = get("floor", "rustls-" + impl.split("-")[1], cert) if "-" in impl else None
+            lines.append(f"| {title}: {label} | {v:,.0f} | {ratio(v, o) or 0:.2f}x | "
+                         f"{'%.2fx' % ratio(v, bare) if bare else '-'} | "
+                         f"{'%.0f%%' % (100 * v / floor) if floor and what == 'sessions' else '-'} |")
+        if what == "sessions":
+            for impl in ("pq", "x25519"):
+                f = get("floor", "rustls-" + impl, cert)
+                lines.append(f"| crypto floor, {'hybrid' if impl == 'pq' else 'X25519'} key exchange | {f:,.0f} | | | 100% |")
+        mp, mx, o = get(what, "mailtls-pq", cert), get(what, "mailtls-x25519", cert), get(what, "openssl", cert)
+        bp, bx = get(what, "rustls-pq", cert), get(what, "rustls-x25519", cert)
+        tag = "full" if what == "sessions" else "resumed"
+        if mx and o:
+            bars.append((f"{name} {tag}: mailtls X25519 / OpenSSL", mx / o, 2.5 if what == "sessions" else None))
+        if mp and o:
+            bars.append((f"{name} {tag}: mailtls PQ / OpenSSL", mp / o, 1.5 if what == "sessions" else None))
+        if mp and bp:
+            bars.append((f"{name} {tag}: mailtls PQ / bare rustls", mp / bp, 0.9))
+        if mx and bx:
+            bars.append((f"{name} {tag}: mailtls X25519 / bare rustls", mx / bx, 0.9))
+
+b_m, b_o, b_r = get("bulk", "mailtls-pq", "ecdsa"), get("bulk", "openssl", "ecdsa"), get("bulk", "rustls", "ecdsa")
+lines.append("| **bulk, 64 MiB message body** | | | | |")
+for v, label in ((b_m, "mailtls (callback path)"), (b_o, "OpenSSL 3"), (b_r, "bare rustls")):
+    if v:
+        lines.append(f"| {label}, MB/s | {v:,.0f} | {ratio(v, b_o) or 0:.2f}x | {'%.2fx' % ratio(v, b_r) if b_r else '-'} | |")
+if b_m and b_r:
+    bars.append(("bulk: mailtls / bare rustls", b_m / b_r, 0.95))
+lines.append("| **heap per idle established session** | | | | |")
+for side in ("client", "server"):
+    m, o = get("memory-" + side, "mailtls-pq", "ecdsa"), get("memory-" + side, "openssl", "ecdsa")
+    if m and o:
+        lines.append(f"| {side} side: mailtls / OpenSSL, bytes | {m:,.0f} / {o:,.0f} | {m / o:.2f}x | | |")
+        bars.append((f"memory {side}: OpenSSL / mailtls", o / m, 2.0))
+lines.append("| **intolerance memory** | | | | |")
+for what, label in (("memory-lookups-1t", "lookups/s, 1 thread"), ("memory-lookups-2t", "lookups/s, 2 threads"),
+                    ("memory-updates", "updates/s, 1 thread"), ("memory-bytes", "bytes per entry (1,000,000 entries)"),
+                    ("memory-file-load", "load a file of 1,000,000 entries, ms"),
+                    ("memory-file-save", "save it (one write-through update), ms")):
+    v = get(what, "mailtls", "-")
+    if v is not None:
+        lines.append(f"| {label} | {v:,.1f} | | | |")
+for r in rows:
+    if r["what"].startswith("recovery"):
+        lines.append(f"| {r['impl']} | {r['median']:.0f} {r['unit']} | | | |")
+
+header = ["| figure | value | vs OpenSSL | vs bare rustls | of crypto floor |", "| --- | --- | --- | --- | --- |"]
+open(sys.argv[2], "w").write("\n".join(header + lines) + "\n")
+
+# The chart: one bar per ratio, the goal as a tick.
+W, bar_h, gap, left = 900, 18, 8, 330
+top = 40
+H = top + len(bars) * (bar_h + gap) + 30
+scale = (W - left - 40) / max([4.0] + [b[1] for b in bars] + [b[2] or 0 for b in bars])
+svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+       f'<text x="10" y="20" font-size="14" font-weight="bold">mailtls ratios (bars), goals (red ticks); 1.0 = parity</text>',
+       f'<line x1="{left + scale:.1f}" y1="{top - 5}" x2="{left + scale:.1f}" y2="{H - 25}" stroke="#999" stroke-dasharray="4"/>']
+for i, (label, v, goal) in enumerate(bars):
+    y = top + i * (bar_h + gap)
+    met = goal is None or v >= goal
+    svg.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{label}</text>')
+    svg.append(f'<rect x="{left}" y="{y}" width="{v * scale:.1f}" height="{bar_h}" fill="{"#3a7" if met else "#d84"}"/>')
+    svg.append(f'<text x="{left + v * scale + 4:.1f}" y="{y + 13}">{v:.2f}x</text>')
+    if goal:
+        gx = left + goal * scale
+        svg.append(f'<line x1="{gx:.1f}" y1="{y - 2}" x2="{gx:.1f}" y2="{y + bar_h + 2}" stroke="red" stroke-width="2"/>')
+svg.append("</svg>")
+open(sys.argv[3], "w").write("\n".join(svg) + "\n")
+for label, v, goal in bars:
+    print(f"{label:50s} {v:6.2f}x" + (f"  goal {goal}x {'met' if v >= goal else 'MISSED'}" if goal else ""))
