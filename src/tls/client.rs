@@ -74,7 +74,7 @@ impl ClientTls {
     /// rustls during the handshake; without it the handshake accepts any certificate
     /// (signatures are still checked) and [`ClientTls::check_chain`] records the verdict.
     pub fn new(trust: Option<&TrustSource>, enforce: bool) -> Result<Self> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(crate::tls::provider::provider());
         let webpki = match trust {
             Some(src) => match load_roots(src) {
                 Ok(roots) => Some(

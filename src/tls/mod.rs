@@ -4,6 +4,7 @@
 pub mod certinfo;
 pub mod client;
 pub mod observe;
+pub mod provider;
 pub mod server;
 pub mod sniff;
 

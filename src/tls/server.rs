@@ -56,7 +56,7 @@ pub fn self_signed(names: &[String]) -> Result<(String, String)> {
 
 /// Builds the rustls server config for a certified key.
 pub fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(crate::tls::provider::provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
