@@ -42,12 +42,43 @@ fn client_cfg(policy: Policy, ca_pem: Option<&str>) -> Arc<Config> {
     b.build().unwrap()
 }
 
+/// A socket that keeps the bytes of every write, one entry per write call.
+struct Logged(UnixStream, Arc<std::sync::Mutex<Vec<Vec<u8>>>>);
+
+impl Transport for Logged {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1.lock().unwrap().push(buf[..n].to_vec());
+        Ok(n)
+    }
+}
+
+/// The TLS records in `b`: (content type, length), for whole records.
+fn records(b: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    let mut p = 0;
+    while p + 5 <= b.len() {
+        let len = u16::from_be_bytes([b[p + 3], b[p + 4]]) as usize;
+        out.push((b[p], len));
+        p += 5 + len;
+    }
+    out
+}
+
 /// A minimal SMTP server on the library's server API: greeting, EHLO, STARTTLS, EHLO, one line echo, QUIT.
 fn run_server(sock: UnixStream, cfg: Arc<Config>) -> (u64, Vec<String>) {
+    let t = Box::new(Sock(sock.try_clone().unwrap()));
+    run_server_on(sock, t, cfg)
+}
+
+fn run_server_on(sock: UnixStream, transport: Box<dyn Transport>, cfg: Arc<Config>) -> (u64, Vec<String>) {
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut raw = sock.try_clone().unwrap();
     let mut s = Session::server(cfg, Proto::Smtp, "peer").unwrap();
-    s.set_transport(Box::new(Sock(sock)));
+    s.set_transport(transport);
     raw.write_all(b"220 test ESMTP\r\n").unwrap();
     let mut buf = Vec::new();
     let mut seen = Vec::new();
@@ -146,6 +177,40 @@ fn starttls_end_to_end_under_verify_with_the_server_cert_as_anchor() {
     assert_eq!(smtp_line(&mut c), "221 bye\r\n");
     let (_, seen) = server.join().unwrap();
     assert_eq!(seen, ["EHLO client.test", "STARTTLS", "EHLO client.test", "NOOP", "QUIT"]);
+}
+
+/// A flight goes out in one write: the server's ServerHello..Finished, the client's
+/// ChangeCipherSpec and Finished. One record per write would cost a system call and,
+/// on TCP, a segment (and a Nagle wait) per record.
+#[test]
+fn each_handshake_flight_is_one_write() {
+    let (scfg, _) = server_cfg();
+    let (a, b) = UnixStream::pair().unwrap();
+    let slog = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let st = Box::new(Logged(b.try_clone().unwrap(), slog.clone()));
+    let server = thread::spawn(move || run_server_on(b, st, scfg));
+    let clog = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut c = Session::client(client_cfg(Policy::Encrypt, None), Proto::Smtp, "localhost", 25).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.set_transport(Box::new(Logged(a, clog.clone())));
+    c.negotiate().unwrap();
+    c.write(b"QUIT\r\n").unwrap();
+    assert_eq!(smtp_line(&mut c), "221 bye\r\n");
+    server.join().unwrap();
+    // The server session's first TLS write is its whole first flight: ServerHello, the
+    // compatibility ChangeCipherSpec, then EncryptedExtensions, Certificate,
+    // CertificateVerify and Finished in encrypted records (rustls packs them in one
+    // or more). Three records at least, where one write per record would give one.
+    let slog = slog.lock().unwrap();
+    let sh = slog.iter().position(|w| w.first() == Some(&22)).expect("a ServerHello");
+    let first = records(&slog[sh]);
+    let types: Vec<u8> = first.iter().map(|r| r.0).collect();
+    assert!(types.len() >= 3 && types[..2] == [22, 20] && types[2..].iter().all(|&t| t == 23), "{first:?}");
+    assert_eq!(first.iter().map(|r| 5 + r.1).sum::<usize>(), slog[sh].len(), "whole records only");
+    // The client's: EHLO, STARTTLS, ClientHello, then CCS + Finished together.
+    let clog = clog.lock().unwrap();
+    let fin = clog.iter().position(|w| w.first() == Some(&20)).expect("a ChangeCipherSpec");
+    assert_eq!(records(&clog[fin]).iter().map(|r| r.0).collect::<Vec<_>>(), [20, 23], "{:?}", records(&clog[fin]));
 }
 
 #[test]

@@ -57,6 +57,17 @@ impl Transport for CallbackTransport {
 pub(crate) struct FdTransport {
     pub fd: i32,
     pub deadline: Option<Instant>,
+    /// The last read filled its buffer, so more is probably queued: try the next one
+    /// at once instead of polling first (a stream of records, not a dialogue).
+    eager: bool,
+    /// A pipe or file rather than a socket: no MSG_DONTWAIT reads.
+    not_socket: bool,
+}
+
+impl FdTransport {
+    pub(crate) fn new(fd: i32) -> Self {
+        FdTransport { fd, deadline: None, eager: false, not_socket: false }
+    }
 }
 
 impl FdTransport {
@@ -90,31 +101,76 @@ impl FdTransport {
 }
 
 impl Transport for FdTransport {
+    /// Polls (with the step's deadline), then reads. After a read that filled its
+    /// buffer the next one is tried first without waiting (MSG_DONTWAIT on a socket),
+    /// which saves a poll per record in a stream of data and costs nothing in a
+    /// dialogue, where replies are short.
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.eager && !self.not_socket {
+            // SAFETY: `buf` is valid for `buf.len()` writable bytes.
+            let n = unsafe { libc::recv(self.fd, buf.as_mut_ptr() as *mut c_void, buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                self.eager = n as usize == buf.len();
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOTSOCK) => self.not_socket = true,
+                Some(libc::EAGAIN) | Some(libc::EINTR) => {}
+                _ => return Err(e),
+            }
+        }
         self.wait(libc::POLLIN)?;
         // SAFETY: `buf` is valid for `buf.len()` writable bytes.
         let n = unsafe { libc::read(self.fd, buf.as_mut_ptr() as *mut c_void, buf.len()) };
         if n < 0 {
+            self.eager = false;
             return Err(io::Error::last_os_error());
         }
+        self.eager = n as usize == buf.len() && !buf.is_empty();
         Ok(n as usize)
     }
 
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.wait(libc::POLLOUT)?;
-        // SAFETY: `buf` is valid for `buf.len()` readable bytes. MSG_NOSIGNAL keeps a
-        // closed peer from killing the process with SIGPIPE; a pipe falls back to write.
-        let n = unsafe { libc::send(self.fd, buf.as_ptr() as *const c_void, buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOTSOCK) {
-                // SAFETY: as above.
-                let n = unsafe { libc::write(self.fd, buf.as_ptr() as *const c_void, buf.len()) };
-                return if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
-            }
-            return Err(e);
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    /// One gathering write for a whole flight. A socket is tried at once
+    /// (MSG_DONTWAIT, whatever the descriptor's own mode) and polled only when full:
+    /// a write almost always fits, and the poll would be one more system call per
+    /// record. MSG_NOSIGNAL keeps a closed peer from killing the process with SIGPIPE;
+    /// a pipe (not a socket) is polled, then written with writev.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let bufs = &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)];
+        if bufs.iter().all(|b| b.is_empty()) {
+            return Ok(0);
         }
-        Ok(n as usize)
+        loop {
+            // SAFETY: an all-zero msghdr is valid; it then points at `bufs`, whose
+            // IoSlices have the layout of iovec and outlive the call.
+            let n = unsafe {
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+                msg.msg_iovlen = bufs.len() as _;
+                libc::sendmsg(self.fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT)
+            };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOTSOCK) => {
+                    self.wait(libc::POLLOUT)?;
+                    // SAFETY: as above; writev reads `bufs.len()` iovecs.
+                    let n = unsafe { libc::writev(self.fd, bufs.as_ptr() as *const libc::iovec, bufs.len() as libc::c_int) };
+                    return if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
+                }
+                Some(libc::EINTR) => continue,
+                // Full: wait for room until the step's deadline, then try again.
+                Some(libc::EAGAIN) => self.wait(libc::POLLOUT)?,
+                _ => return Err(e),
+            }
+        }
     }
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {

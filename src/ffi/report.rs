@@ -20,7 +20,8 @@ pub struct mailtls_report {
     caps: Vec<CString>,
     warnings: Vec<CString>,
     events: Vec<CString>,
-    json: CString,
+    /// Built on the first `mailtls_report_json`: most callers never ask for it.
+    json: once_cell::unsync::OnceCell<CString>,
 }
 
 impl mailtls_report {
@@ -38,7 +39,7 @@ impl mailtls_report {
             caps: src.capabilities.iter().map(|c| cstring(c)).collect(),
             warnings: src.warnings.iter().map(|c| cstring(c)).collect(),
             events: src.memory_events.iter().map(|c| cstring(c)).collect(),
-            json: cstring(&src.to_json()),
+            json: once_cell::unsync::OnceCell::new(),
             src,
         }
     }
@@ -289,7 +290,8 @@ pub extern "C" fn mailtls_report_discarded_bytes(r: *const mailtls_report) -> u6
 pub extern "C" fn mailtls_report_json(r: *const mailtls_report) -> *const c_char {
     ffi_guard!(std::ptr::null(), {
         non_null!(r, std::ptr::null());
-        rep(r).json.as_ptr()
+        let r = rep(r);
+        r.json.get_or_init(|| cstring(&r.src.to_json())).as_ptr()
     })
 }
 

@@ -61,7 +61,7 @@ impl Connector for FfiConnector {
                     return Err(std::io::Error::other("the connect callback gave no file descriptor"));
                 }
                 self.fd.set(fd);
-                Ok(Box::new(FdTransport { fd, deadline: None }))
+                Ok(Box::new(FdTransport::new(fd)))
             }
             IoMode::Callbacks(t) => {
                 self.fd.set(fd);
@@ -247,7 +247,7 @@ pub extern "C" fn mailtls_session_set_fd(s: *mut mailtls_session, fd: i32) -> ma
         let ss = session(s);
         ss.io = IoMode::Fd;
         ss.fd.set(fd);
-        ss.inner.set_transport(Box::new(FdTransport { fd, deadline: None }));
+        ss.inner.set_transport(Box::new(FdTransport::new(fd)));
         ss.install_connector();
         mailtls_result::Ok
     })

@@ -24,6 +24,10 @@ use crate::tls::sniff::{self, Hello, HelloKind};
 use crate::tls;
 use report::{Attempt, Outcome, Report};
 
+/// The most [`Transport::write_vectored`] gathers into one write by copying: a whole
+/// handshake flight, but not full-size records, which go out as they are.
+pub const COALESCE_MAX: usize = 16 * 1024;
+
 /// A byte stream the session reads and writes: the C program's socket, through its
 /// callbacks or a plain file descriptor. `read` returns Ok(0) at EOF; errors of kind
 /// `WouldBlock` and `TimedOut` are kept apart from the rest.
@@ -32,6 +36,27 @@ pub trait Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes from `buf`, returning how much was taken.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Writes from several buffers in order, returning how much was taken. TLS hands
+    /// over a flight as one buffer per record; sending it in one write keeps it in one
+    /// segment where it fits (no Nagle wait between records, one wakeup of the peer).
+    /// The default gathers small buffers into one `write`; a transport with a real
+    /// gathering write (writev) overrides it.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let mut bufs = bufs.iter().filter(|b| !b.is_empty());
+        let Some(first) = bufs.next() else { return Ok(0) };
+        if first.len() >= COALESCE_MAX {
+            return self.write(first);
+        }
+        let mut joined = Vec::with_capacity(COALESCE_MAX);
+        joined.extend_from_slice(first);
+        for b in bufs {
+            if joined.len() + b.len() > COALESCE_MAX {
+                break;
+            }
+            joined.extend_from_slice(b);
+        }
+        self.write(&joined)
+    }
     /// The time by which the current step must be done; a transport that can wait
     /// with a limit (poll) honours it.
     fn set_deadline(&mut self, _deadline: Option<Instant>) {}
@@ -382,12 +407,17 @@ impl Session {
     /// Reads once from the transport and feeds TLS. EOF during the handshake is an
     /// error; after it, rustls learns of it and the reader reports clean or truncated close.
     fn read_tls_once(&mut self) -> Result<()> {
+        if self.stage == Stage::Established && self.tls.as_ref().is_some_and(|c| !c.is_handshaking()) {
+            return self.read_tls_direct();
+        }
         let mut buf = [0u8; 16 * 1024 + 512];
         // A server still classifying the client's hello reads no further than the
         // sniffer needs, so that a handoff leaves the rest on the transport.
         let want = match (self.role, self.server_tls_seen) {
             (Role::Server, false) => match sniff::sniff(&self.pre_tls) {
-                sniff::Sniff::NeedMore(n) => n.saturating_sub(self.pre_tls.len()).clamp(1, buf.len()),
+                // Every hello is at least 5 bytes long (a record header): ask for
+                // that much at first rather than the one byte that decides the kind.
+                sniff::Sniff::NeedMore(n) => n.max(5).saturating_sub(self.pre_tls.len()).clamp(1, buf.len()),
                 sniff::Sniff::Done(_) => 512,
             },
             _ => buf.len(),
@@ -432,6 +462,42 @@ impl Session {
             }
         };
         self.feed_tls(&data)
+    }
+
+    /// After the handshake: from the transport straight into rustls' buffer, as bare
+    /// rustls does (no intermediate buffer to clear and copy; nothing is observed).
+    /// End of stream is rustls' to note: a missing close_notify shows on the next read.
+    fn read_tls_direct(&mut self) -> Result<()> {
+        let conn = self.tls.as_mut().expect("checked by the caller");
+        let got = loop {
+            let mut r = TransportReader { io: self.io.as_deref_mut() };
+            match conn.read_tls(&mut r) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match got {
+            Ok(_) => self.blocked = Blocked::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(Error::new(Code::TlsRecord, format!("buffering TLS: {e}")))
+            }
+            Err(e) => {
+                if e.kind() == io::ErrorKind::WouldBlock {
+                    self.blocked = Blocked::Read;
+                }
+                return Err(Error::from_io(&e, "read"));
+            }
+        }
+        let processed = conn.process_new_packets();
+        if let Some(cert) = tls::client::take_seen_certificate() {
+            self.cert_seen = Some(cert);
+        }
+        if let Err(e) = processed {
+            // Let rustls' alert reach the peer before we give up.
+            let _ = self.flush_out();
+            return Err(tls::map_error(&e, "record"));
+        }
+        Ok(())
     }
 
     /// Before the peer's first TLS byte: plaintext here is injection. A client aborts;
@@ -1533,6 +1599,20 @@ impl Session {
     }
 }
 
+/// `io::Read` over the session's transport, for rustls' `read_tls`.
+struct TransportReader<'a> {
+    io: Option<&'a mut (dyn Transport + 'static)>,
+}
+
+impl io::Read for TransportReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.io.as_mut() {
+            Some(t) => t.read(buf),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "no transport")),
+        }
+    }
+}
+
 /// `io::Write` over the session's transport, for rustls' `write_tls`.
 struct TransportWriter<'a> {
     io: Option<&'a mut (dyn Transport + 'static)>,
@@ -1542,6 +1622,13 @@ impl Write for TransportWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self.io.as_mut() {
             Some(t) => t.write(buf),
+            None => Err(io::Error::new(io::ErrorKind::NotConnected, "no transport")),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self.io.as_mut() {
+            Some(t) => t.write_vectored(bufs),
             None => Err(io::Error::new(io::ErrorKind::NotConnected, "no transport")),
         }
     }
