@@ -24,11 +24,35 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Descriptions already made, by SHA-256 of the certificate: a client meets the same
+/// few MX certificates over and over, and parsing one (x509-parser, then the subject
+/// as text) was the largest cost of ours in a handshake (the `make bench` profile).
+/// A description depends on the bytes alone, so the fingerprint is a safe key.
+/// Bounded: emptied when it reaches `CACHE_MAX` entries.
+static CACHE: once_cell::sync::Lazy<parking_lot::Mutex<std::collections::HashMap<[u8; 32], CertInfo>>> =
+    once_cell::sync::Lazy::new(Default::default);
+const CACHE_MAX: usize = 256;
+
 /// Describes a DER certificate. A certificate that does not parse still gets its
 /// fingerprint; subject and names are then empty.
 pub fn describe(der: &CertificateDer<'_>) -> CertInfo {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der.as_ref());
-    let mut info = CertInfo { sha256: hex(digest.as_ref()), ..CertInfo::default() };
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    if let Some(info) = CACHE.lock().get(&key) {
+        return info.clone();
+    }
+    let info = parse(der, hex(&key));
+    let mut cache = CACHE.lock();
+    if cache.len() >= CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, info.clone());
+    info
+}
+
+fn parse(der: &CertificateDer<'_>, sha256: String) -> CertInfo {
+    let mut info = CertInfo { sha256, ..CertInfo::default() };
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
         return info;
     };
@@ -78,6 +102,7 @@ mod tests {
             .unwrap();
         let der = CertificateDer::from(ck.cert.der().to_vec());
         let info = describe(&der);
+        assert_eq!(describe(&der), info, "the cached description is the same");
         assert_eq!(info.names, vec!["mx.example.org".to_string(), "127.0.0.1".to_string()]);
         assert_eq!(info.sha256.len(), 64);
         assert!(info.subject.contains("rcgen"), "subject {}", info.subject);
