@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::Mutex;
 
@@ -243,30 +245,76 @@ enum Backend {
     Store(Box<dyn Store>),
 }
 
+/// Shards of the process map: lookups from several threads rarely meet on one lock.
+const SHARDS: usize = 16;
+
 /// The memory: thread-safe, shared by every session of the configs that use it.
+/// A lookup in process memory takes one lock, of one shard of the map; the backend's
+/// kind, the clock and the lifetimes are read without locks.
 pub struct Memory {
-    map: Mutex<HashMap<Key, Record>>,
+    maps: [Mutex<HashMap<Key, Record>>; SHARDS],
     backend: Mutex<Backend>,
-    clock: Mutex<Option<u64>>,
-    lifetimes: Mutex<Lifetimes>,
+    /// What `backend` is; it never changes.
+    kind: Kind,
+    /// Unix seconds fixed by `set_clock`, 0 for the system clock.
+    clock: AtomicU64,
+    /// intolerance, reprobe, tolerance (seconds).
+    lifetimes: [AtomicU64; 3],
     problems: Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Process,
+    File,
+    Store,
+}
+
+/// The shard of a key: a cheap FNV-1a over the host and port (the map hashes again).
+fn shard(key: &Key) -> usize {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in key.host.as_bytes().iter().chain(&key.port.to_le_bytes()) {
+        h = (h ^ b as u32).wrapping_mul(0x0100_0193);
+    }
+    (h ^ (h >> 16)) as usize % SHARDS
 }
 
 impl std::fmt::Debug for Memory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Memory").field("entries", &self.map.lock().len()).finish()
+        f.debug_struct("Memory").field("entries", &self.maps.iter().map(|m| m.lock().len()).sum::<usize>()).finish()
     }
 }
 
 impl Memory {
     fn with(backend: Backend) -> Self {
+        let kind = match backend {
+            Backend::Process => Kind::Process,
+            Backend::File { .. } => Kind::File,
+            Backend::Store(_) => Kind::Store,
+        };
+        let l = Lifetimes::default();
         Memory {
-            map: Mutex::new(HashMap::new()),
+            maps: std::array::from_fn(|_| Mutex::new(HashMap::new())),
             backend: Mutex::new(backend),
-            clock: Mutex::new(None),
-            lifetimes: Mutex::new(Lifetimes::default()),
+            kind,
+            clock: AtomicU64::new(0),
+            lifetimes: [AtomicU64::new(l.intolerance), AtomicU64::new(l.reprobe), AtomicU64::new(l.tolerance)],
             problems: Mutex::new(Vec::new()),
         }
+    }
+
+    fn map(&self, key: &Key) -> parking_lot::MutexGuard<'_, HashMap<Key, Record>> {
+        self.maps[shard(key)].lock()
+    }
+
+    /// Every shard locked, in order (whole-map work: file merge and save, listing).
+    fn all_maps(&self) -> Vec<parking_lot::MutexGuard<'_, HashMap<Key, Record>>> {
+        self.maps.iter().map(|m| m.lock()).collect()
+    }
+
+    fn lifetimes(&self) -> Lifetimes {
+        let [i, r, t] = &self.lifetimes;
+        Lifetimes { intolerance: i.load(Relaxed), reprobe: r.load(Relaxed), tolerance: t.load(Relaxed) }
     }
 
     /// A memory that lives as long as the process.
@@ -293,19 +341,23 @@ impl Memory {
 
     /// Fixes the clock (Unix seconds) for tests; 0 goes back to the system clock.
     pub fn set_clock(&self, now: u64) {
-        *self.clock.lock() = if now == 0 { None } else { Some(now) };
+        self.clock.store(now, Relaxed);
     }
 
     /// Sets the lifetimes.
     pub fn set_lifetimes(&self, l: Lifetimes) {
-        *self.lifetimes.lock() = l;
+        let [i, r, t] = &self.lifetimes;
+        i.store(l.intolerance, Relaxed);
+        r.store(l.reprobe, Relaxed);
+        t.store(l.tolerance, Relaxed);
     }
 
     /// The current time in Unix seconds.
     pub fn now(&self) -> u64 {
-        self.clock.lock().unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-        })
+        match self.clock.load(Relaxed) {
+            0 => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            fixed => fixed,
+        }
     }
 
     /// Problems met reading the file or store (corrupt lines, foreign file), oldest first.
@@ -322,6 +374,9 @@ impl Memory {
 
     /// Re-reads the file when another process changed it.
     fn refresh(&self) {
+        if self.kind != Kind::File {
+            return;
+        }
         let mut be = self.backend.lock();
         if let Backend::File { path, stamp } = &mut *be {
             let now_stamp = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
@@ -330,9 +385,9 @@ impl Memory {
             }
             *stamp = now_stamp;
             let disk = self.read_file(path);
-            let mut map = self.map.lock();
+            let mut maps = self.all_maps();
             for (k, r) in disk {
-                map.entry(k).or_default().merge(&r);
+                maps[shard(&k)].entry(k).or_default().merge(&r);
             }
         }
     }
@@ -393,31 +448,33 @@ impl Memory {
         lock.lock()?;
         let disk = self.read_file(path);
         let now = self.now();
-        let l = *self.lifetimes.lock();
-        let mut map = self.map.lock();
+        let l = self.lifetimes();
+        let mut maps = self.all_maps();
         for (k, r) in disk {
             if &k != changed {
-                map.entry(k).or_default().merge(&r);
+                maps[shard(&k)].entry(k).or_default().merge(&r);
             }
         }
         if rec.is_empty() {
-            map.remove(changed);
+            maps[shard(changed)].remove(changed);
         } else {
-            map.insert(changed.clone(), rec.clone());
+            maps[shard(changed)].insert(changed.clone(), rec.clone());
         }
-        map.retain(|_, r| {
-            expire(r, now, &l);
-            !r.is_empty()
-        });
-        let mut keys: Vec<&Key> = map.keys().collect();
-        keys.sort();
-        let mut text = String::with_capacity(64 * keys.len() + 32);
+        for map in maps.iter_mut() {
+            map.retain(|_, r| {
+                expire(r, now, &l);
+                !r.is_empty()
+            });
+        }
+        let mut entries: Vec<(&Key, &Record)> = maps.iter().flat_map(|m| m.iter()).collect();
+        entries.sort_by(|a, b| a.0.cmp(b.0));
+        let mut text = String::with_capacity(64 * entries.len() + 32);
         text.push_str(FILE_MAGIC);
         text.push('\n');
-        for k in keys {
-            let _ = writeln!(text, "{} {}", k.text(), map[k].fields());
+        for (k, r) in entries {
+            let _ = writeln!(text, "{} {}", k.text(), r.fields());
         }
-        drop(map);
+        drop(maps);
         let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
         {
             let mut f = std::fs::File::create(&tmp)?;
@@ -437,7 +494,7 @@ impl Memory {
     /// The record of a peer with expired facts dropped, and the names of those facts.
     fn get_noting_expiry(&self, key: &Key) -> (Record, Vec<&'static str>) {
         self.refresh();
-        let mut r = {
+        let mut r = if self.kind == Kind::Store {
             let be = self.backend.lock();
             match &*be {
                 Backend::Store(s) => match s.get(&key.text()) {
@@ -447,11 +504,16 @@ impl Memory {
                         Record::default()
                     }),
                 },
-                _ => self.map.lock().get(key).cloned().unwrap_or_default(),
+                _ => unreachable!("kind is Store"),
             }
+        } else {
+            self.map(key).get(key).cloned().unwrap_or_default()
         };
+        if r.is_empty() {
+            return (r, Vec::new());
+        }
         let before = r.clone();
-        expire(&mut r, self.now(), &self.lifetimes.lock());
+        expire(&mut r, self.now(), &self.lifetimes());
         let mut gone = Vec::new();
         if before.tolerant.is_some() && r.tolerant.is_none() {
             gone.push("tolerance");
@@ -473,7 +535,7 @@ impl Memory {
         let now = self.now();
         let mut r = self.get(key);
         f(&mut r, now);
-        let is_store = {
+        let is_store = self.kind == Kind::Store && {
             let be = self.backend.lock();
             if let Backend::Store(s) = &*be {
                 if r.is_empty() {
@@ -489,14 +551,13 @@ impl Memory {
         if is_store {
             return;
         }
-        let is_file = matches!(&*self.backend.lock(), Backend::File { .. });
-        if is_file {
+        if self.kind == Kind::File {
             // Write-through: another process must not lose what this one learnt.
             self.save(key, &r);
         } else if r.is_empty() {
-            self.map.lock().remove(key);
+            self.map(key).remove(key);
         } else {
-            self.map.lock().insert(key.clone(), r);
+            self.map(key).insert(key.clone(), r);
         }
     }
 
@@ -507,16 +568,16 @@ impl Memory {
 
     /// Every record (file and process memory); None for a store, which cannot be listed.
     pub fn list(&self) -> Option<Vec<(Key, Record)>> {
-        if matches!(&*self.backend.lock(), Backend::Store(_)) {
+        if self.kind == Kind::Store {
             return None;
         }
         self.refresh();
         let now = self.now();
-        let l = *self.lifetimes.lock();
+        let l = self.lifetimes();
         let mut v: Vec<(Key, Record)> = self
-            .map
-            .lock()
+            .all_maps()
             .iter()
+            .flat_map(|m| m.iter())
             .map(|(k, r)| {
                 let mut r = r.clone();
                 expire(&mut r, now, &l);
@@ -532,7 +593,7 @@ impl Memory {
     pub fn plan(&self, key: &Key) -> Plan {
         let (r, expired) = self.get_noting_expiry(key);
         let now = self.now();
-        let l = *self.lifetimes.lock();
+        let l = self.lifetimes();
         let mut plan = Plan {
             rung: Rung::Modern,
             sni: r.sni_off.is_none(),
