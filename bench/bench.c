@@ -9,14 +9,19 @@
  * output. Prints one JSON object per figure on stdout:
  *   {"what":"sessions","impl":"mailtls-pq","cert":"ecdsa","runs":[...],"median":N}
  * sessions/s (full handshakes), resumed sessions/s, bulk MB/s (64 MiB through an
- * established session), heap bytes per idle established session (10,000 of them,
- * client and server side apart), and the recovery cost against the zoo
- * (connections and round trips).
+ * established session, handshake excluded), heap bytes per idle established session
+ * (10,000 of them, client and server side apart), and the recovery cost against the
+ * zoo (connections and round trips; MAILTLS_ZOO names the mailtls-zoo program).
+ *
+ * BENCH_PART=sessions|bulk|rest picks a part (run.sh runs the sessions part pinned to
+ * one CPU); BENCH_ONLY=mailtls-pq|mailtls-x25519|openssl one implementation, for perf.
  *
  * OpenSSL is linked by this benchmark only (libssl from Debian's packages), never by
  * the library.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -129,7 +134,10 @@ struct server {
     size_t nkept;
 };
 
-#define BULK_BYTES (64u << 20)
+/* The bulk body: 64 MiB, 1 MiB in a quick run. */
+static size_t bulk_bytes = 64u << 20;
+/* Seconds from the first body byte written to the server's reply after the last. */
+static double bulk_secs;
 
 static void mt_server_session(struct server *sv, int fd)
 {
@@ -160,7 +168,7 @@ static void mt_server_session(struct server *sv, int fd)
         if (step == 1 && sv->bulk) { /* the body, then QUIT, possibly in the same read */
             size_t total = 0;
             static uint8_t big[65536];
-            while (total < BULK_BYTES + 6) {
+            while (total < bulk_bytes + 6) {
                 uintptr_t got = 0;
                 if (mailtls_session_read(s, big, sizeof big, &got) != MAILTLS_RESULT_OK)
                     die("bulk read");
@@ -215,7 +223,7 @@ static void ossl_server_session(struct server *sv, int fd)
         if (step == 1 && sv->bulk) { /* the body, then QUIT, possibly in the same read */
             size_t total = 0;
             static uint8_t big[65536];
-            while (total < BULK_BYTES + 6) {
+            while (total < bulk_bytes + 6) {
                 int r = SSL_read(ssl, big, sizeof big);
                 if (r <= 0)
                     die("bulk SSL_read");
@@ -354,9 +362,10 @@ static void mt_client_session(struct client *c, int fd)
         return;
     }
     uintptr_t w;
+    double t0 = now_s();
     if (c->bulk) {
         static uint8_t big[16384];
-        for (size_t sent = 0; sent < BULK_BYTES; sent += sizeof big)
+        for (size_t sent = 0; sent < bulk_bytes; sent += sizeof big)
             for (size_t off = 0; off < sizeof big; off += w)
                 if (mailtls_session_write(s, big + off, sizeof big - off, &w) != MAILTLS_RESULT_OK)
                     die("bulk write");
@@ -371,6 +380,7 @@ static void mt_client_session(struct client *c, int fd)
             die("221");
         n += got;
     }
+    bulk_secs = now_s() - t0;
     mailtls_session_close(s);
     mailtls_session_free(s);
     close(fd);
@@ -406,9 +416,10 @@ static void ossl_client_session(struct client *c, int fd)
         c->kept = ssl;
         return;
     }
+    double t0 = now_s();
     if (c->bulk) {
         static uint8_t big[16384];
-        for (size_t sent = 0; sent < BULK_BYTES; sent += sizeof big)
+        for (size_t sent = 0; sent < bulk_bytes; sent += sizeof big)
             if (SSL_write(ssl, big, sizeof big) != (int)sizeof big)
                 die("bulk SSL_write");
     }
@@ -421,6 +432,7 @@ static void ossl_client_session(struct client *c, int fd)
             die("221");
         n += (size_t)r;
     }
+    bulk_secs = now_s() - t0;
     if (c->resume) {
         if (c->last)
             SSL_SESSION_free(c->last);
@@ -539,10 +551,9 @@ static double bulk_mb_s(const struct impl *im, const char *cert, const char *key
     }
     pthread_t th;
     server_start(&sv, &th);
-    double t0 = now_s();
     client_session(&c, hand_over(&sv));
     wait_served(&sv);
-    double t = now_s() - t0;
+    double t = bulk_secs;
     server_stop(&sv, th);
     if (im->openssl) {
         SSL_CTX_free(sv.octx);
@@ -551,7 +562,7 @@ static double bulk_mb_s(const struct impl *im, const char *cert, const char *key
         mailtls_config_free(sv.mcfg);
         mailtls_config_free(c.mcfg);
     }
-    return BULK_BYTES / 1e6 / t;
+    return bulk_bytes / 1e6 / t;
 }
 
 static size_t heap_in_use(void)
@@ -643,6 +654,182 @@ static double bytes_per_session(const struct impl *im, const char *cert, const c
     return ((double)after - (double)before) / (double)n;
 }
 
+/* ---- recovery cost: connections and round trips against the zoo ---- */
+
+/* The client's view of one contact: each connection opened, and each time it wrote and
+ * then read (it waited for the server: one round trip). A TCP connect is one more. */
+struct counted {
+    int fd;
+    int connects;
+    int flights;
+    bool wrote;
+};
+
+static int32_t rt_read(void *ud, uint8_t *buf, uintptr_t len, uintptr_t *out)
+{
+    struct counted *c = ud;
+    if (c->wrote)
+        c->flights++;
+    c->wrote = false;
+    ssize_t r = read(c->fd, buf, len);
+    if (r < 0)
+        return errno;
+    *out = (uintptr_t)r;
+    return 0;
+}
+
+static int32_t rt_write(void *ud, const uint8_t *buf, uintptr_t len, uintptr_t *out)
+{
+    struct counted *c = ud;
+    ssize_t r = send(c->fd, buf, len, MSG_NOSIGNAL);
+    if (r < 0)
+        return errno;
+    c->wrote = c->wrote || r > 0;
+    *out = (uintptr_t)r;
+    return 0;
+}
+
+static int dial_port(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a))
+        die("connect to the zoo");
+    return fd;
+}
+
+static int32_t rt_connect(void *ud, const char *host, uint16_t port, int32_t *out_fd)
+{
+    (void)host;
+    (void)out_fd;
+    struct counted *c = ud;
+    c->fd = dial_port(port);
+    c->connects++;
+    c->wrote = false;
+    return 0;
+}
+
+static void rt_close(void *ud, int32_t fd)
+{
+    (void)fd;
+    close(((struct counted *)ud)->fd);
+}
+
+struct zoo {
+    pid_t pid;
+    uint16_t port;
+};
+
+/* Starts `mailtls-zoo MODE` ($MAILTLS_ZOO) and reads the port it printed. */
+static struct zoo zoo_start(const char *mode)
+{
+    const char *bin = getenv("MAILTLS_ZOO");
+    int p[2];
+    if (!bin || pipe(p))
+        die("MAILTLS_ZOO (the path of mailtls-zoo) or pipe");
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        execl(bin, bin, mode, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char line[256];
+    size_t n = 0;
+    while (n < sizeof line - 1) { /* {"listening":"127.0.0.1:PORT"}\n, byte by byte: nothing more is read */
+        ssize_t r = read(p[0], line + n, 1);
+        if (r <= 0)
+            die("the zoo printed no port");
+        if (line[n++] == '\n')
+            break;
+    }
+    line[n] = 0;
+    const char *colon = strrchr(line, ':');
+    struct zoo z = {.pid = pid, .port = colon ? (uint16_t)atoi(colon + 1) : 0};
+    if (!z.port)
+        die("the zoo's port");
+    /* its log lines go to a pipe nobody reads; a few contacts do not fill it */
+    return z;
+}
+
+static void zoo_stop(struct zoo z)
+{
+    kill(z.pid, SIGKILL);
+    waitpid(z.pid, NULL, 0);
+}
+
+/* One SMTP contact through the C API, EHLO and QUIT inside TLS: connections, round trips. */
+static void contact_cost(uint16_t port, const mailtls_memory *m, int *connections, int *round_trips)
+{
+    mailtls_config_builder *b = NULL;
+    const mailtls_config *cfg = NULL;
+    if (mailtls_config_builder_new(MAILTLS_ROLE_CLIENT, &b) || mailtls_config_builder_set_policy(b, MAILTLS_POLICY_ENCRYPT) ||
+        mailtls_config_builder_set_memory(b, m) || mailtls_config_builder_build(b, &cfg))
+        die("recovery config");
+    mailtls_config_builder_free(b);
+    mailtls_session *s = NULL;
+    if (mailtls_client_new(cfg, MAILTLS_PROTO_SMTP, "127.0.0.1", port, &s))
+        die("mailtls_client_new");
+    struct counted c = {.fd = dial_port(port), .connects = 1};
+    if (mailtls_session_set_io(s, rt_read, rt_write, &c) || mailtls_session_set_connector(s, rt_connect, rt_close, &c))
+        die("set_io");
+    if (mailtls_client_negotiate(s) != MAILTLS_RESULT_OK)
+        die(mailtls_session_last_error(s));
+    uintptr_t w;
+    if (mailtls_session_write(s, (const uint8_t *)"QUIT\r\n", 6, &w) || mailtls_session_flush(s))
+        die("QUIT");
+    char buf[256];
+    size_t n = 0;
+    while (n < 2 || buf[n - 1] != '\n') {
+        uintptr_t got = 0;
+        if (mailtls_session_read(s, (uint8_t *)buf + n, sizeof buf - n, &got) != MAILTLS_RESULT_OK || !got)
+            die("221");
+        n += got;
+    }
+    *connections = c.connects;
+    *round_trips = c.connects + c.flights; /* each TCP handshake, then each wait for the server */
+    mailtls_session_close(s);
+    mailtls_session_free(s);
+    mailtls_config_free(cfg);
+    close(c.fd);
+}
+
+static void emit_count(const char *what, const char *impl, int v, const char *unit)
+{
+    double d = v;
+    emit(what, impl, &d, 1, unit);
+}
+
+static void recovery_cost(void)
+{
+    const mailtls_memory *m = NULL;
+    int conns, rts;
+    struct zoo z = zoo_start("normal");
+    if (mailtls_memory_new(&m))
+        die("memory");
+    contact_cost(z.port, m, &conns, &rts);
+    emit_count("recovery-tolerant-connections", "mailtls-pq", conns, "connections");
+    emit_count("recovery-tolerant-round-trips", "mailtls-pq", rts, "round trips");
+    mailtls_memory_free(m);
+    zoo_stop(z);
+    /* an intolerant server: it resets any ClientHello over 1000 bytes (the hybrid
+     * key share makes ours about 1,300) */
+    z = zoo_start("reset-above:1000");
+    if (mailtls_memory_new(&m))
+        die("memory");
+    contact_cost(z.port, m, &conns, &rts);
+    emit_count("recovery-intolerant-first-connections", "mailtls-pq", conns, "connections");
+    emit_count("recovery-intolerant-first-round-trips", "mailtls-pq", rts, "round trips");
+    contact_cost(z.port, m, &conns, &rts);
+    emit_count("recovery-intolerant-next-connections", "mailtls-pq", conns, "connections");
+    emit_count("recovery-intolerant-next-round-trips", "mailtls-pq", rts, "round trips");
+    mailtls_memory_free(m);
+    zoo_stop(z);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4) {
@@ -665,9 +852,19 @@ int main(int argc, char **argv)
     };
     int runs = quick ? 1 : 5;
     double secs = quick ? 0.2 : 1.0;
-    for (size_t k = 0; k < 3; k++) {
+    const char *only = getenv("BENCH_ONLY"); /* profiling one implementation: perf record */
+    /* BENCH_PART=sessions: the handshake figures only (run.sh pins them to one CPU);
+     * BENCH_PART=rest: everything else. Unset: all. */
+    const char *part = getenv("BENCH_PART");
+    bool sessions = !part || !strcmp(part, "sessions"), rest = !part || !strcmp(part, "rest");
+    bool bulk = rest || (part && !strcmp(part, "bulk")); /* BENCH_PART=bulk: that alone (profiling) */
+    if (quick)
+        bulk_bytes = 1u << 20;
+    for (size_t k = 0; k < 3 && sessions; k++) {
         double v[16];
         unsigned resumed = 0, total = 0;
+        if (only && strcmp(only, impls[k].name))
+            continue;
         for (int r = 0; r < runs; r++)
             v[r] = sessions_per_s(&impls[k], cert, key, false, secs, &resumed, &total);
         if (resumed)
@@ -678,19 +875,23 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-c: %s: %u of %u sessions resumed\n", impls[k].name, resumed, total);
         emit(resumed * 2 > total ? "resumed" : "resumed-not-resuming", impls[k].name, v, runs, "sessions/s");
     }
-    if (strcmp(label, "ecdsa") == 0) {
+    if (strcmp(label, "ecdsa") == 0 && bulk)
         for (size_t k = 0; k < 3; k += 2) { /* bulk: the key exchange does not matter */
             double v[16];
-            for (int r = 0; r < (quick ? 1 : 3); r++)
-                v[r] = quick ? 0 : bulk_mb_s(&impls[k], cert, key);
-            emit("bulk", impls[k].name, v, quick ? 1 : 3, "MB/s");
+            if (only && strcmp(only, impls[k].name))
+                continue;
+            for (int r = 0; r < (quick ? 1 : 5); r++)
+                v[r] = bulk_mb_s(&impls[k], cert, key);
+            emit("bulk", impls[k].name, v, quick ? 1 : 5, "MB/s");
         }
+    if (strcmp(label, "ecdsa") == 0 && !only && rest) {
         size_t n = quick ? 50 : getenv("BENCH_SESSIONS") ? strtoul(getenv("BENCH_SESSIONS"), NULL, 10) : 10000;
         for (size_t k = 0; k < 3; k += 2)
             for (int side = 0; side < 2; side++) {
                 double v = bytes_per_session(&impls[k], cert, key, side == 1, n);
                 emit(side ? "memory-server" : "memory-client", impls[k].name, &v, 1, "bytes/session");
             }
+        recovery_cost();
     }
     return 0;
 }

@@ -148,7 +148,9 @@ fn serve_bare(cfg: Arc<ServerConfig>, mut s: UnixStream, bulk: usize) {
     let _ = t.flush();
 }
 
-fn client_bare(cfg: Arc<ClientConfig>, name: &str, mut s: UnixStream, bulk: usize) -> bool {
+/// Returns whether the session resumed and the seconds from the first body byte
+/// written to the server's reply after the last (the bulk figure; no handshake in it).
+fn client_bare(cfg: Arc<ClientConfig>, name: &str, mut s: UnixStream, bulk: usize) -> (bool, f64) {
     read_reply(&mut s);
     s.write_all(b"EHLO client.test\r\n").unwrap();
     read_reply(&mut s);
@@ -160,6 +162,7 @@ fn client_bare(cfg: Arc<ClientConfig>, name: &str, mut s: UnixStream, bulk: usiz
     read_reply(&mut t);
     let resumed = t.conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     let chunk = [0u8; 16384];
+    let t0 = Instant::now();
     let mut sent = 0;
     while sent < bulk {
         t.write_all(&chunk).unwrap();
@@ -167,9 +170,10 @@ fn client_bare(cfg: Arc<ClientConfig>, name: &str, mut s: UnixStream, bulk: usiz
     }
     t.write_all(b"QUIT\r\n").unwrap();
     read_reply(&mut t);
+    let secs = t0.elapsed().as_secs_f64();
     t.conn.send_close_notify();
     let _ = t.flush();
-    resumed
+    (resumed, secs)
 }
 
 struct Bare {
@@ -218,7 +222,7 @@ fn bare_sessions(b: &Bare, secs: f64, bulk: usize) -> (f64, usize, usize) {
     let one = |tx: &mpsc::Sender<Option<UnixStream>>| {
         let (a, s) = UnixStream::pair().unwrap();
         tx.send(Some(s)).unwrap();
-        let r = client_bare(b.client.clone(), "bench.test", a, bulk);
+        let (r, _) = client_bare(b.client.clone(), "bench.test", a, bulk);
         done_rx.recv().unwrap();
         r
     };
@@ -259,9 +263,9 @@ fn crypto_floor(key_pem: &str, pq: bool, iters: u32) -> f64 {
         let pa = a.compute_public_key().unwrap();
         let b = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng).unwrap();
         let pb = b.compute_public_key().unwrap();
-        agreement::agree_ephemeral(a, &agreement::UnparsedPublicKey::new(&agreement::X25519, pb.as_ref()), (), |_| Ok(()))
+        agreement::agree_ephemeral(a, agreement::UnparsedPublicKey::new(&agreement::X25519, pb.as_ref()), (), |_| Ok(()))
             .unwrap();
-        agreement::agree_ephemeral(b, &agreement::UnparsedPublicKey::new(&agreement::X25519, pa.as_ref()), (), |_| Ok(()))
+        agreement::agree_ephemeral(b, agreement::UnparsedPublicKey::new(&agreement::X25519, pa.as_ref()), (), |_| Ok(()))
             .unwrap();
     });
     let mlkem = if pq {
@@ -323,6 +327,7 @@ fn memory_figures(quick: bool) {
     let per_entry = (IN_USE.load(Ordering::Relaxed) - before) as f64 / n as f64;
     emit("memory-updates", "mailtls", "-", "updates/s", &[updates]);
     emit("memory-bytes", "mailtls", "-", "bytes/entry", &[per_entry]);
+    emit("memory-entries", "mailtls", "-", "entries", &[n as f64]);
     let ks = Arc::new(ks);
     for threads in [1usize, 2] {
         let dur = Duration::from_millis(if quick { 100 } else { 1000 });
@@ -372,6 +377,84 @@ fn memory_figures(quick: bool) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---- recovery cost: bare rustls against the zoo's tolerant server ----
+
+/// A TCP stream that counts the times the client wrote and then waited for the server.
+struct Counted {
+    s: std::net::TcpStream,
+    flights: usize,
+    wrote: bool,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.wrote {
+            self.flights += 1;
+            self.wrote = false;
+        }
+        self.s.read(buf)
+    }
+}
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.s.write(buf)?;
+        self.wrote |= n > 0;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.s.flush()
+    }
+}
+
+/// Round trips of one STARTTLS contact by bare rustls (TCP handshake included), the
+/// same dialogue as bench.c's: greeting, EHLO, STARTTLS, handshake, EHLO, QUIT.
+fn recovery_bare(label: &str) {
+    let Ok(zoo) = std::env::var("MAILTLS_ZOO") else {
+        eprintln!("mailtls-bench: MAILTLS_ZOO not set, no recovery-cost figure");
+        return;
+    };
+    let mut child = std::process::Command::new(zoo)
+        .arg("normal")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("mailtls-zoo");
+    let mut out = child.stdout.take().unwrap();
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while out.read(&mut b).unwrap() == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&line).to_string();
+    let port: u16 = line.rsplit(':').next().unwrap().trim_end_matches(['"', '}']).parse().expect("the zoo's port");
+    let p = Arc::new(provider::default_provider());
+    let cfg = Arc::new(
+        ClientConfig::builder_with_provider(p.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAny(p)))
+            .with_no_client_auth(),
+    );
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut c = Counted { s, flights: 0, wrote: false };
+    read_reply(&mut c);
+    c.write_all(b"EHLO client.test\r\n").unwrap();
+    read_reply(&mut c);
+    c.write_all(b"STARTTLS\r\n").unwrap();
+    read_reply(&mut c);
+    let conn = ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut t = rustls::StreamOwned::new(conn, c);
+    t.write_all(b"EHLO client.test\r\n").unwrap();
+    read_reply(&mut t);
+    t.write_all(b"QUIT\r\n").unwrap();
+    read_reply(&mut t);
+    emit("recovery-tolerant-connections", "rustls", label, "connections", &[1.0]);
+    emit("recovery-tolerant-round-trips", "rustls", label, "round trips", &[1.0 + t.sock.flights as f64]);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
@@ -382,7 +465,14 @@ fn main() {
     let quick = args.get(4).is_some_and(|a| a == "--quick");
     let runs = if quick { 1 } else { 5 };
     let secs = if quick { 0.2 } else { 1.0 };
+    // BENCH_PART=sessions: the handshake figures only (run.sh pins them to one CPU);
+    // BENCH_PART=rest: everything else. Unset: all.
+    let part = std::env::var("BENCH_PART").unwrap_or_default();
+    let (sessions, rest) = (part != "rest", part != "sessions");
     for (name, x25519) in [("rustls-pq", false), ("rustls-x25519", true)] {
+        if !sessions {
+            break;
+        }
         for resume in [false, true] {
             let b = bare_configs(cert, key, x25519, resume);
             let mut v = Vec::new();
@@ -400,12 +490,11 @@ fn main() {
         let floor = crypto_floor(key, !x25519, iters);
         emit("floor", name, label, "sessions/s", &[1.0 / floor]);
     }
-    if label == "ecdsa" {
+    if label == "ecdsa" && rest {
         let b = bare_configs(cert, key, false, false);
         let bulk = if quick { 1 << 20 } else { 64 << 20 };
         let mut v = Vec::new();
-        for _ in 0..(if quick { 1 } else { 3 }) {
-            let t0 = Instant::now();
+        for _ in 0..(if quick { 1 } else { 5 }) {
             let (tx, rx) = mpsc::channel();
             let scfg = b.server.clone();
             let (a, s) = UnixStream::pair().unwrap();
@@ -413,12 +502,13 @@ fn main() {
                 serve_bare(scfg, s, bulk);
                 tx.send(()).unwrap();
             });
-            client_bare(b.client.clone(), "bench.test", a, bulk);
+            let (_, secs) = client_bare(b.client.clone(), "bench.test", a, bulk);
             rx.recv().unwrap();
             h.join().unwrap();
-            v.push(bulk as f64 / 1e6 / t0.elapsed().as_secs_f64());
+            v.push(bulk as f64 / 1e6 / secs);
         }
         emit("bulk", "rustls", label, "MB/s", &v);
         memory_figures(quick);
+        recovery_bare(label);
     }
 }
