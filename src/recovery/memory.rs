@@ -245,6 +245,89 @@ enum Backend {
     Store(Box<dyn Store>),
 }
 
+/// A record as the process map keeps it: 32 bytes instead of about 100 (times as
+/// u32 Unix seconds, good to 2106, later ones saturate; which facts are present in a
+/// bit set). With 1,000,000 peers that is what keeps an entry under 256 bytes.
+#[derive(Clone, Copy, Default)]
+struct Packed {
+    tolerant_at: u32,
+    intolerant_first: u32,
+    intolerant_last: u32,
+    intolerant_count: u32,
+    sni_off: u32,
+    pinned: u32,
+    tls13: u32,
+    /// Bits: TOLERANT, INTOLERANT, SNI_OFF, PINNED, TLS13, PQ_KNOWN, PQ.
+    flags: u8,
+    tolerant_rung: u8,
+    intolerant_rung: u8,
+    intolerant_class: u8,
+}
+
+const TOLERANT: u8 = 1;
+const INTOLERANT: u8 = 2;
+const SNI_OFF: u8 = 4;
+const PINNED: u8 = 8;
+const TLS13: u8 = 16;
+const PQ_KNOWN: u8 = 32;
+const PQ: u8 = 64;
+
+fn secs32(t: u64) -> u32 {
+    t.min(u32::MAX as u64) as u32
+}
+
+impl Packed {
+    fn pack(r: &Record) -> Packed {
+        let mut p = Packed::default();
+        let mut put = |bit: u8, v: Option<u64>, slot: &mut u32| {
+            if let Some(t) = v {
+                p.flags |= bit;
+                *slot = secs32(t);
+            }
+        };
+        let (mut a, mut b, mut c, mut d) = (0, 0, 0, 0);
+        put(TOLERANT, r.tolerant.map(|t| t.1), &mut a);
+        put(SNI_OFF, r.sni_off, &mut b);
+        put(PINNED, r.pinned, &mut c);
+        put(TLS13, r.tls13, &mut d);
+        (p.tolerant_at, p.sni_off, p.pinned, p.tls13) = (a, b, c, d);
+        if let Some((rung, _)) = r.tolerant {
+            p.tolerant_rung = rung as u8;
+        }
+        if let Some(i) = r.intolerant {
+            p.flags |= INTOLERANT;
+            p.intolerant_rung = i.rung as u8;
+            p.intolerant_class = i.class as u8;
+            p.intolerant_count = i.count;
+            p.intolerant_first = secs32(i.first);
+            p.intolerant_last = secs32(i.last);
+        }
+        if let Some(pq) = r.pq {
+            p.flags |= PQ_KNOWN | if pq { PQ } else { 0 };
+        }
+        p
+    }
+
+    fn unpack(&self) -> Record {
+        let has = |bit: u8| self.flags & bit != 0;
+        let at = |bit: u8, t: u32| has(bit).then_some(t as u64);
+        Record {
+            tolerant: at(TOLERANT, self.tolerant_at).map(|t| (Rung::ALL[self.tolerant_rung as usize], t)),
+            intolerant: has(INTOLERANT).then(|| Intolerance {
+                rung: Rung::ALL[self.intolerant_rung as usize],
+                class: FailureClass::ALL[self.intolerant_class as usize],
+                count: self.intolerant_count,
+                first: self.intolerant_first as u64,
+                last: self.intolerant_last as u64,
+            }),
+            sni_off: at(SNI_OFF, self.sni_off),
+            pinned: at(PINNED, self.pinned),
+            pq: has(PQ_KNOWN).then_some(has(PQ)),
+            tls13: at(TLS13, self.tls13),
+        }
+    }
+}
+
 /// Shards of the process map: lookups from several threads rarely meet on one lock.
 const SHARDS: usize = 16;
 
@@ -252,7 +335,7 @@ const SHARDS: usize = 16;
 /// A lookup in process memory takes one lock, of one shard of the map; the backend's
 /// kind, the clock and the lifetimes are read without locks.
 pub struct Memory {
-    maps: [Mutex<HashMap<Key, Record>>; SHARDS],
+    maps: [Mutex<HashMap<Key, Packed>>; SHARDS],
     backend: Mutex<Backend>,
     /// What `backend` is; it never changes.
     kind: Kind,
@@ -303,12 +386,12 @@ impl Memory {
         }
     }
 
-    fn map(&self, key: &Key) -> parking_lot::MutexGuard<'_, HashMap<Key, Record>> {
+    fn map(&self, key: &Key) -> parking_lot::MutexGuard<'_, HashMap<Key, Packed>> {
         self.maps[shard(key)].lock()
     }
 
     /// Every shard locked, in order (whole-map work: file merge and save, listing).
-    fn all_maps(&self) -> Vec<parking_lot::MutexGuard<'_, HashMap<Key, Record>>> {
+    fn all_maps(&self) -> Vec<parking_lot::MutexGuard<'_, HashMap<Key, Packed>>> {
         self.maps.iter().map(|m| m.lock()).collect()
     }
 
@@ -387,7 +470,10 @@ impl Memory {
             let disk = self.read_file(path);
             let mut maps = self.all_maps();
             for (k, r) in disk {
-                maps[shard(&k)].entry(k).or_default().merge(&r);
+                let slot = maps[shard(&k)].entry(k).or_default();
+                let mut merged = slot.unpack();
+                merged.merge(&r);
+                *slot = Packed::pack(&merged);
             }
         }
     }
@@ -452,21 +538,27 @@ impl Memory {
         let mut maps = self.all_maps();
         for (k, r) in disk {
             if &k != changed {
-                maps[shard(&k)].entry(k).or_default().merge(&r);
+                let slot = maps[shard(&k)].entry(k).or_default();
+                let mut merged = slot.unpack();
+                merged.merge(&r);
+                *slot = Packed::pack(&merged);
             }
         }
         if rec.is_empty() {
             maps[shard(changed)].remove(changed);
         } else {
-            maps[shard(changed)].insert(changed.clone(), rec.clone());
+            maps[shard(changed)].insert(changed.clone(), Packed::pack(rec));
         }
+        let mut entries: Vec<(&Key, Record)> = Vec::new();
         for map in maps.iter_mut() {
-            map.retain(|_, r| {
-                expire(r, now, &l);
+            map.retain(|_, p| {
+                let mut r = p.unpack();
+                expire(&mut r, now, &l);
+                *p = Packed::pack(&r);
                 !r.is_empty()
             });
         }
-        let mut entries: Vec<(&Key, &Record)> = maps.iter().flat_map(|m| m.iter()).collect();
+        entries.extend(maps.iter().flat_map(|m| m.iter().map(|(k, p)| (k, p.unpack()))));
         entries.sort_by(|a, b| a.0.cmp(b.0));
         let mut text = String::with_capacity(64 * entries.len() + 32);
         text.push_str(FILE_MAGIC);
@@ -507,7 +599,7 @@ impl Memory {
                 _ => unreachable!("kind is Store"),
             }
         } else {
-            self.map(key).get(key).cloned().unwrap_or_default()
+            self.map(key).get(key).map(Packed::unpack).unwrap_or_default()
         };
         if r.is_empty() {
             return (r, Vec::new());
@@ -557,7 +649,7 @@ impl Memory {
         } else if r.is_empty() {
             self.map(key).remove(key);
         } else {
-            self.map(key).insert(key.clone(), r);
+            self.map(key).insert(key.clone(), Packed::pack(&r));
         }
     }
 
@@ -578,8 +670,8 @@ impl Memory {
             .all_maps()
             .iter()
             .flat_map(|m| m.iter())
-            .map(|(k, r)| {
-                let mut r = r.clone();
+            .map(|(k, p)| {
+                let mut r = p.unpack();
                 expire(&mut r, now, &l);
                 (k.clone(), r)
             })
@@ -708,6 +800,25 @@ fn expire(r: &mut Record, now: u64, l: &Lifetimes) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn packed_records_keep_every_fact() {
+        use super::{FailureClass, Rung};
+        assert_eq!(std::mem::size_of::<Packed>(), 32);
+        let full = Record {
+            tolerant: Some((Rung::Classic, 2_000_000_001)),
+            intolerant: Some(Intolerance { rung: Rung::Tls12, class: FailureClass::Other, count: 7, first: 5, last: 4_000_000_000 }),
+            sni_off: Some(0),
+            pinned: Some(1),
+            pq: Some(false),
+            tls13: Some(3),
+        };
+        for r in [Record::default(), full, Record { pq: Some(true), ..Record::default() }] {
+            assert_eq!(Packed::pack(&r).unpack(), r);
+        }
+        let late = Record { pinned: Some(u64::MAX), ..Record::default() };
+        assert_eq!(Packed::pack(&late).unpack().pinned, Some(u32::MAX as u64), "saturates in 2106");
+    }
+
     use super::*;
 
     fn key() -> Key {
