@@ -72,7 +72,9 @@ for side in ("client", "server"):
         bars.append((f"memory {side}: OpenSSL / mailtls", o / m, 2.0))
 n_entries = get("memory-entries", "mailtls", "-") or 1_000_000
 lines.append("| **intolerance memory** | | | | |")
-for what, label, fmt in (("memory-lookups-1t", "lookups/s, 1 thread", ",.0f"), ("memory-lookups-2t", "lookups/s, 2 threads", ",.0f"),
+for what, label, fmt in (("memory-lookups-1t", "lookups/s, 1 thread, any of the entries", ",.0f"),
+                         ("memory-lookups-2t", "lookups/s, 2 threads, any of the entries", ",.0f"),
+                         ("memory-lookups-hot", "lookups/s, 1 thread, among 10,000 of them", ",.0f"),
                          ("memory-updates", "updates/s, 1 thread", ",.0f"),
                          ("memory-bytes", f"bytes per entry ({n_entries:,.0f} entries)", ".1f"),
                          ("memory-file-load", f"load a file of {n_entries:,.0f} entries, ms", ",.1f"),
@@ -93,7 +95,7 @@ for case, label in (("tolerant", "tolerant server"), ("intolerant-first", "intol
 goals = []
 v = get("memory-lookups-1t", "mailtls", "-")
 if v is not None:
-    goals.append((f"memory lookups/s, 1 thread: {v:,.0f}", v >= 5e6, ">= 5,000,000"))
+    goals.append((f"memory lookups/s, 1 thread, {n_entries:,.0f} entries: {v:,.0f}", v >= 5e6, ">= 5,000,000"))
 v = get("memory-bytes", "mailtls", "-")
 if v is not None:
     goals.append((f"memory bytes per entry: {v:.1f}", v <= 256, "<= 256"))
