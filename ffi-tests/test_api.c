@@ -4,6 +4,7 @@
 #include "support.h"
 
 #include <errno.h>
+#include <unistd.h>
 
 #include "keys.h"
 
@@ -479,4 +480,33 @@ TEST(rungs_are_named_through_the_api_not_rust_macros) {
     CHECK(mailtls_rung_name(4) == NULL);
     CHECK_STREQ(mailtls_failure_class_name(MAILTLS_FAILURE_CLASS_INTOLERANCE), "intolerance");
     CHECK(mailtls_failure_class_name(99) == NULL);
+}
+
+/* A descriptor that is not a socket (a pipe): the library falls back from sendmsg
+ * to poll + writev, and the bytes arrive whole, in order. */
+TEST(a_pipe_descriptor_is_written_like_a_socket) {
+    const mailtls_config *cfg = server_cfg("mx.test", NULL, 0);
+    REQUIRE(cfg);
+    mailtls_session *s = NULL;
+    REQUIRE_RC(mailtls_server_new(cfg, MAILTLS_PROTO_SMTP, "127.0.0.1:1", &s), MAILTLS_RESULT_OK);
+    defer_session(s);
+    int p[2];
+    REQUIRE(pipe(p) == 0);
+    REQUIRE_RC(mailtls_session_set_fd(s, p[1]), MAILTLS_RESULT_OK);
+    static const char greet[] = "220 mx.test ESMTP\r\n", more[] = "250-mx.test\r\n250 STARTTLS\r\n";
+    uintptr_t w = 0;
+    CHECK_RC(mailtls_session_write(s, (const uint8_t *)greet, sizeof greet - 1, &w), MAILTLS_RESULT_OK);
+    CHECK(w == sizeof greet - 1);
+    CHECK_RC(mailtls_session_write(s, (const uint8_t *)more, sizeof more - 1, &w), MAILTLS_RESULT_OK);
+    CHECK_RC(mailtls_session_flush(s), MAILTLS_RESULT_OK);
+    char got[128] = {0};
+    size_t n = 0;
+    while (n < sizeof greet - 1 + sizeof more - 1) {
+        ssize_t r = read(p[0], got + n, sizeof got - 1 - n);
+        REQUIRE(r > 0);
+        n += (size_t)r;
+    }
+    CHECK(strcmp(got, "220 mx.test ESMTP\r\n250-mx.test\r\n250 STARTTLS\r\n") == 0);
+    close(p[0]);
+    close(p[1]);
 }

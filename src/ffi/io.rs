@@ -60,7 +60,7 @@ pub(crate) struct FdTransport {
     /// The last read filled its buffer, so more is probably queued: try the next one
     /// at once instead of polling first (a stream of records, not a dialogue).
     eager: bool,
-    /// A pipe or file rather than a socket: no MSG_DONTWAIT reads.
+    /// A pipe or file rather than a socket: poll, then read or writev.
     not_socket: bool,
 }
 
@@ -146,6 +146,13 @@ impl Transport for FdTransport {
             return Ok(0);
         }
         loop {
+            if self.not_socket {
+                self.wait(libc::POLLOUT)?;
+                // SAFETY: writev reads `bufs.len()` iovecs, the layout of IoSlices,
+                // which outlive the call.
+                let n = unsafe { libc::writev(self.fd, bufs.as_ptr() as *const libc::iovec, bufs.len() as libc::c_int) };
+                return if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
+            }
             // SAFETY: an all-zero msghdr is valid; it then points at `bufs`, whose
             // IoSlices have the layout of iovec and outlive the call.
             let n = unsafe {
@@ -159,12 +166,7 @@ impl Transport for FdTransport {
             }
             let e = io::Error::last_os_error();
             match e.raw_os_error() {
-                Some(libc::ENOTSOCK) => {
-                    self.wait(libc::POLLOUT)?;
-                    // SAFETY: as above; writev reads `bufs.len()` iovecs.
-                    let n = unsafe { libc::writev(self.fd, bufs.as_ptr() as *const libc::iovec, bufs.len() as libc::c_int) };
-                    return if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) };
-                }
+                Some(libc::ENOTSOCK) => self.not_socket = true,
                 Some(libc::EINTR) => continue,
                 // Full: wait for room until the step's deadline, then try again.
                 Some(libc::EAGAIN) => self.wait(libc::POLLOUT)?,

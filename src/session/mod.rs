@@ -44,15 +44,21 @@ pub trait Transport {
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut bufs = bufs.iter().filter(|b| !b.is_empty());
         let Some(first) = bufs.next() else { return Ok(0) };
-        if first.len() >= COALESCE_MAX {
-            return self.write(first);
-        }
-        let mut joined = Vec::with_capacity(COALESCE_MAX);
-        joined.extend_from_slice(first);
-        for b in bufs {
-            if joined.len() + b.len() > COALESCE_MAX {
+        // The buffers that go together: the first, then as many as fit under the limit.
+        let (mut n, mut total) = (1, first.len());
+        for b in bufs.clone() {
+            if total + b.len() > COALESCE_MAX {
                 break;
             }
+            n += 1;
+            total += b.len();
+        }
+        if n == 1 {
+            return self.write(first);
+        }
+        let mut joined = Vec::with_capacity(total);
+        joined.extend_from_slice(first);
+        for b in bufs.take(n - 1) {
             joined.extend_from_slice(b);
         }
         self.write(&joined)
