@@ -240,50 +240,68 @@ static void imap_each(struct mc *m, char *line, size_t len, void *ud)
     }
 }
 
+/* LOGIN, or AUTHENTICATE PLAIN under LOGINDISABLED: 0 logged in, EX_NOPERM refused
+   (the caller logs out), EX_USAGE, -1 broken. Never called in the authenticated state. */
+static int imap_login(struct mc *m, const char *user, const char *pass)
+{
+    char status[16];
+    char qu[600], qp[600];
+    m->tag++;
+    int r;
+    if (has_cap(m, "LOGINDISABLED")) {
+        if (!has_cap(m, "AUTH=PLAIN")) {
+            fprintf(stderr, "%s: the server forbids LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN\n", m->prog);
+            return EX_NOPERM;
+        }
+        char ir[1200];
+        if (plain_response(user, pass, ir, sizeof ir) < 0) {
+            fprintf(stderr, "%s: --user/--pass too long\n", m->prog);
+            return EX_USAGE;
+        }
+        if (has_cap(m, "SASL-IR")) {
+            r = sendf(m, true, "C%u AUTHENTICATE PLAIN %s", m->tag, ir);
+        } else {
+            static char line[LINE_CAP];
+            size_t len;
+            r = sendf(m, false, "C%u AUTHENTICATE PLAIN", m->tag);
+            if (r == 0 && (r = getline_(m, line, &len)) == 0 && line[0] != '+') {
+                snprintf(m->err, sizeof m->err, "no continuation for AUTHENTICATE: %.200s", line);
+                r = -1;
+            }
+            if (r == 0)
+                r = sendf(m, true, "%s", ir);
+        }
+    } else {
+        if (quoted(user, qu, sizeof qu) < 0 || quoted(pass, qp, sizeof qp) < 0) {
+            fprintf(stderr, "%s: --user/--pass: no CR, LF or NUL, at most 500 bytes\n", m->prog);
+            return EX_USAGE;
+        }
+        r = sendf(m, true, "C%u LOGIN %s %s", m->tag, qu, qp);
+    }
+    if (r < 0 || imap_wait(m, status, sizeof status, NULL, NULL) < 0)
+        return -1;
+    if (strcasecmp(status, "OK") != 0) {
+        fprintf(stderr, "%s: login refused: %s\n", m->prog, m->err);
+        return EX_NOPERM;
+    }
+    fprintf(m->out, "logged in as %s\n", user);
+    return 0;
+}
+
 static int imap_run(struct mc *m, const char *user, const char *pass)
 {
     char status[16];
     if (user) {
-        char qu[600], qp[600];
-        m->tag++;
         int r;
-        if (has_cap(m, "LOGINDISABLED")) {
-            if (!has_cap(m, "AUTH=PLAIN")) {
-                fprintf(stderr, "%s: the server forbids LOGIN (LOGINDISABLED) and offers no AUTH=PLAIN\n", m->prog);
+        if (mailtls_report_preauthenticated(m->rep)) {
+            /* PREAUTH: already in the authenticated state (RFC 9051 section 7.1.4); a
+               LOGIN now would be a protocol error and, in plaintext, a password in clear. */
+            fprintf(stderr, "%s: the server pre-authenticated the connection (PREAUTH): no login sent\n", m->prog);
+        } else if ((r = imap_login(m, user, pass)) != 0) {
+            if (r == EX_NOPERM)
                 goto logout_perm;
-            }
-            char ir[1200];
-            if (plain_response(user, pass, ir, sizeof ir) < 0) {
-                fprintf(stderr, "%s: --user/--pass too long\n", m->prog);
-                return EX_USAGE;
-            }
-            if (has_cap(m, "SASL-IR")) {
-                r = sendf(m, true, "C%u AUTHENTICATE PLAIN %s", m->tag, ir);
-            } else {
-                static char line[LINE_CAP];
-                size_t len;
-                r = sendf(m, false, "C%u AUTHENTICATE PLAIN", m->tag);
-                if (r == 0 && (r = getline_(m, line, &len)) == 0 && line[0] != '+') {
-                    snprintf(m->err, sizeof m->err, "no continuation for AUTHENTICATE: %.200s", line);
-                    r = -1;
-                }
-                if (r == 0)
-                    r = sendf(m, true, "%s", ir);
-            }
-        } else {
-            if (quoted(user, qu, sizeof qu) < 0 || quoted(pass, qp, sizeof qp) < 0) {
-                fprintf(stderr, "%s: --user/--pass: no CR, LF or NUL, at most 500 bytes\n", m->prog);
-                return EX_USAGE;
-            }
-            r = sendf(m, true, "C%u LOGIN %s %s", m->tag, qu, qp);
+            return r;
         }
-        if (r < 0 || imap_wait(m, status, sizeof status, NULL, NULL) < 0)
-            return -1;
-        if (strcasecmp(status, "OK") != 0) {
-            fprintf(stderr, "%s: login refused: %s\n", m->prog, m->err);
-            goto logout_perm;
-        }
-        fprintf(m->out, "logged in as %s\n", user);
         struct imap_list l = {0};
         m->tag++;
         if (sendf(m, false, "C%u SELECT INBOX", m->tag) < 0 || imap_wait(m, status, sizeof status, imap_each, &l) < 0)

@@ -6,7 +6,7 @@
  *
  *   mailtls-client [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]
  *                  [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]
- *                  [--timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]
+ *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]
  *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
  *
  * Exit status (sysexits): 0 done as the policy allows; 75 temporary failure (defer,
@@ -52,7 +52,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]\n"
             "                      [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]\n"
-            "                      [--timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]\n"
+            "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]\n"
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
             "       %s --memory FILE --list-memory\n"
             "       %s --memory FILE --forget HOST[:PORT]\n"
@@ -65,6 +65,8 @@ static void usage(FILE *f)
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
+            "  --total-timeout  seconds for the whole negotiation, every retry included\n"
+            "                (default 300); then it defers as a timeout\n"
             "  --memory FILE the intolerance memory, shared with other runs and processes\n"
             "  --list-memory print every record of --memory FILE, one per line, and exit\n"
             "  --forget HOST[:PORT]  forget what --memory FILE knows of HOST (every port\n"
@@ -73,8 +75,13 @@ static void usage(FILE *f)
             "  --user/--pass imap/pop3/nntp/sieve: log in after TLS and list the mailbox (IMAP\n"
             "                SELECT INBOX, POP3 STAT/LIST, NNTP LIST ACTIVE, Sieve LISTSCRIPTS)\n"
             "                on stdout; without them only the negotiation and a logout\n"
-            "  --plaintext-auth  under may, allow the login over plaintext when the server\n"
-            "                offers no TLS (default: defer instead of sending the password)\n"
+            "  --plaintext-auth  under may, let the password travel in clear when TLS cannot be\n"
+            "                had: STARTTLS not offered, STARTTLS refused (4xx/5xx, NO, -ERR),\n"
+            "                or every TLS attempt failed (plaintext on a new connection); never\n"
+            "                to a pinned peer or after a sign of attack, never under encrypt or\n"
+            "                verify. Without it those cases defer and no password is sent. An\n"
+            "                IMAP PREAUTH greeting never gets a login: without it the session\n"
+            "                defers, with it the mailbox is listed without logging in\n"
             "  --json        print the library's report as one JSON line on stdout\n"
             "  -v            debug logging and the SMTP dialogue on stderr\n"
             "\n"
@@ -723,11 +730,11 @@ int main(int argc, char **argv)
     const char *servername = NULL, *cafile = NULL, *from = NULL, *message = NULL, *memfile = NULL;
     static const char *to[MAX_RCPTS];
     size_t nto = 0;
-    unsigned long timeout = 60;
+    unsigned long timeout = 60, total_timeout = 0;
     bool json = false;
 
     enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
-           O_LIST_MEMORY, O_FORGET, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH };
+           O_LIST_MEMORY, O_FORGET, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH, O_TOTAL_TIMEOUT };
     bool implicit = false, plaintext_auth = false;
     const char *user = NULL, *pass = NULL;
     bool list_memory = false;
@@ -738,6 +745,7 @@ int main(int argc, char **argv)
         {"servername", required_argument, NULL, O_SERVERNAME},
         {"cafile", required_argument, NULL, O_CAFILE},
         {"timeout", required_argument, NULL, O_TIMEOUT},
+        {"total-timeout", required_argument, NULL, O_TOTAL_TIMEOUT},
         {"from", required_argument, NULL, O_FROM},
         {"to", required_argument, NULL, O_TO},
         {"message", required_argument, NULL, O_MESSAGE},
@@ -785,6 +793,14 @@ int main(int argc, char **argv)
             timeout = strtoul(optarg, &end, 10);
             if (errno || *end || end == optarg || timeout == 0 || timeout > 86400)
                 die_usage("--timeout: seconds, 1..86400, not \"%s\"", optarg);
+            break;
+        }
+        case O_TOTAL_TIMEOUT: {
+            char *end;
+            errno = 0;
+            total_timeout = strtoul(optarg, &end, 10);
+            if (errno || *end || end == optarg || total_timeout == 0 || total_timeout > 86400)
+                die_usage("--total-timeout: seconds, 1..86400, not \"%s\"", optarg);
             break;
         }
         case O_FROM: from = optarg; break;
@@ -867,6 +883,10 @@ int main(int argc, char **argv)
     if (rc == MAILTLS_RESULT_OK) {
         step = "set_timeout_ms";
         rc = mailtls_config_builder_set_timeout_ms(b, (uint32_t)(timeout * 1000u));
+    }
+    if (rc == MAILTLS_RESULT_OK && total_timeout) {
+        step = "set_total_timeout_ms";
+        rc = mailtls_config_builder_set_total_timeout_ms(b, (uint32_t)(total_timeout * 1000u));
     }
     if (rc == MAILTLS_RESULT_OK && cafile) {
         step = "set_ca_file";

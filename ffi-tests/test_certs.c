@@ -43,6 +43,13 @@ static void check_cert_rejected(struct cert_run run, mailtls_result code, const 
     CHECK(!mailtls_session_tls_active(run.s));
     CHECK(mailtls_report_attempt_class(r, 0) == MAILTLS_FAILURE_CLASS_CERTIFICATE);
     CHECK(mailtls_report_capability_count(r) == 0);
+    /* The handshake did not complete: nothing was negotiated, so nothing is claimed;
+     * the certificate the server showed is a fact and is there. */
+    CHECK(mailtls_report_tls_version(r) == NULL);
+    CHECK(mailtls_report_cipher(r) == NULL);
+    CHECK(mailtls_report_group(r) == NULL);
+    CHECK(strstr(mailtls_report_json(r), "\"tls_version\":null,\"cipher\":null,\"group\":null") != NULL);
+    CHECK(mailtls_report_peer_cert_subject(r) != NULL);
     CHECK(mailtls_session_last_error(run.s)[0] != 0);
     CHECK_PEER_OK(run.p);
     CHECK(!run.p->sh->tls_was_active);

@@ -266,6 +266,8 @@ static void end_to_end(enum transport t, int one_byte, int implicit) {
         const mailtls_report *r = mailtls_session_report(s);
         CHECK_OUTCOME(r, MAILTLS_OUTCOME_TLS);
         CHECK(mailtls_report_starttls_offered(r) == !implicit);
+        if (implicit) /* no plaintext phase happened, so none is timed */
+            CHECK(strstr(mailtls_report_json(r), "\"timings_ms\":{\"plaintext\":0,") != NULL);
         if (!has_cap(r, "AFTERTLS") || has_cap(r, "PLAINONLY") || has_cap(r, "STARTTLS") || has_cap(r, "STLS"))
             test_fail(__FILE__, __LINE__, "%s: capabilities after TLS wrong (%zu)", NAMES[i],
                       mailtls_report_capability_count(r));
@@ -482,6 +484,48 @@ TEST(imap_preauth_in_plaintext_logs_out_under_encrypt_and_is_plaintext_under_may
     }
 }
 
+/* A forged PREAUTH is how STARTTLS is stripped from an IMAP client. A session that will
+ * log in, without plaintext authentication allowed, defers without sending a byte:
+ * no LOGIN, no AUTHENTICATE, not even a LOGOUT. With plaintext authentication allowed
+ * it goes on in plaintext and the report says the connection is pre-authenticated, so
+ * the application sends no login at all. */
+TEST(imap_preauth_under_may_with_credentials_defers_and_sends_nothing) {
+    for (int allowed = 0; allowed < 2; allowed++) {
+        static const struct step st[] = {SEND("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"), EXPECT_EOF, END};
+        peer_t *p = script_start(VIA_SOCKETPAIR, st);
+        REQUIRE(p);
+        mailtls_config_builder *b = client_builder(MAILTLS_POLICY_MAY);
+        REQUIRE(b);
+        CHECK_RC(mailtls_config_builder_set_plaintext_auth(b, allowed), MAILTLS_RESULT_OK);
+        const mailtls_config *cfg = build_config(b);
+        REQUIRE(cfg);
+        mailtls_session *s = NULL;
+        REQUIRE_RC(mailtls_client_new(cfg, MAILTLS_PROTO_IMAP, "localhost", 143, &s), MAILTLS_RESULT_OK);
+        defer_session(s);
+        CHECK_RC(mailtls_session_set_fd(s, p->fd), MAILTLS_RESULT_OK);
+        CHECK_RC(mailtls_session_set_will_authenticate(s, true), MAILTLS_RESULT_OK);
+        mailtls_result rc = mailtls_client_negotiate(s);
+        const mailtls_report *r = mailtls_session_report(s);
+        CHECK(mailtls_report_preauthenticated(r));
+        CHECK_RC(mailtls_report_reason(r), MAILTLS_RESULT_PREAUTH_PLAINTEXT);
+        if (allowed) {
+            CHECK_RC(rc, MAILTLS_RESULT_OK);
+            CHECK_OUTCOME(r, MAILTLS_OUTCOME_PLAINTEXT);
+            CHECK(mailtls_report_warning_count(r) == 1);
+            CHECK(strncmp(mailtls_report_warning(r, 0), "plaintext-downgrade preauth-plaintext: ", 39) == 0);
+        } else {
+            CHECK_RC(rc, MAILTLS_RESULT_PREAUTH_PLAINTEXT);
+            CHECK_OUTCOME(r, MAILTLS_OUTCOME_DEFER);
+            CHECK(strstr(mailtls_session_last_error(s), "will authenticate") != NULL);
+        }
+        CHECK(strstr(mailtls_report_json(r), "\"preauth\":true") != NULL);
+        CHECK_PEER_OK(p);
+        if (p->sh->nrecv != 0)
+            test_fail(__FILE__, __LINE__, "the client sent %zu bytes after a PREAUTH greeting: %.*s", p->sh->nrecv,
+                      (int)p->sh->nrecv, p->sh->recv);
+    }
+}
+
 TEST(imap_alert_before_tls_is_a_warning_not_trusted_text) {
     static const struct step st[] = {SEND("* OK [ALERT] Your account expires: call +1 555 0100\r\n"),
                                      EXPECT("MT1 CAPABILITY"), SEND("* CAPABILITY IMAP4rev1\r\nMT1 OK\r\n"), DRAIN(300), END};
@@ -492,9 +536,11 @@ TEST(imap_alert_before_tls_is_a_warning_not_trusted_text) {
     CHECK_RC(mailtls_client_negotiate(s), MAILTLS_RESULT_OK);
     const mailtls_report *r = mailtls_session_report(s);
     CHECK_RC(mailtls_report_reason(r), MAILTLS_RESULT_STARTTLS_NOT_OFFERED);
-    REQUIRE(mailtls_report_warning_count(r) == 1);
+    REQUIRE(mailtls_report_warning_count(r) == 2);
     CHECK(strstr(mailtls_report_warning(r, 0), "before TLS") && strstr(mailtls_report_warning(r, 0), "555 0100"));
-    CHECK(mailtls_report_warning(r, 1) == NULL);
+    /* Going on in plaintext is itself a downgrade, said in a form a program matches. */
+    CHECK(strncmp(mailtls_report_warning(r, 1), "plaintext-downgrade starttls-not-offered: ", 42) == 0);
+    CHECK(mailtls_report_warning(r, 2) == NULL);
     CHECK(strstr(mailtls_report_json(r), "\"warnings\":[\"IMAP [ALERT]") != NULL);
     peer_finish(p);
 }

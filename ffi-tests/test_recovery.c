@@ -193,7 +193,12 @@ struct contact {
     uint32_t first_class;
     char tls_version[16];
     char events[1024];
+    char detail[512];
+    char warnings[1024]; /* every warning, each followed by "; " */
 };
+
+/* The bound on a whole negotiation for the next contacts (0: the library's default). */
+static uint32_t total_timeout_ms;
 
 static struct contact contact_as(struct zoo *z, const char *host, uint32_t policy, const mailtls_memory *m,
                                  uint32_t hello_ms, enum via via) {
@@ -207,6 +212,8 @@ static struct contact contact_as(struct zoo *z, const char *host, uint32_t polic
     mailtls_config_builder_set_timeout_ms(b, 10000);
     if (hello_ms)
         mailtls_config_builder_set_hello_timeout_ms(b, hello_ms);
+    if (total_timeout_ms)
+        CHECK_RC(mailtls_config_builder_set_total_timeout_ms(b, total_timeout_ms), MAILTLS_RESULT_OK);
     if (m)
         CHECK_RC(mailtls_config_builder_set_memory(b, m), MAILTLS_RESULT_OK);
     const mailtls_config *cfg = build_config(b);
@@ -258,6 +265,11 @@ static struct contact contact_as(struct zoo *z, const char *host, uint32_t polic
     for (size_t i = 0; i < mailtls_report_memory_event_count(r); i++) {
         size_t len = strlen(c.events);
         snprintf(c.events + len, sizeof c.events - len, "%s; ", mailtls_report_memory_event(r, i));
+    }
+    snprintf(c.detail, sizeof c.detail, "%s", mailtls_report_detail(r));
+    for (size_t i = 0; i < mailtls_report_warning_count(r); i++) {
+        size_t len = strlen(c.warnings);
+        snprintf(c.warnings + len, sizeof c.warnings - len, "%s; ", mailtls_report_warning(r, i));
     }
     /* The connection in use at the end is the caller's. */
     int last = mailtls_session_fd(s);
@@ -560,6 +572,53 @@ TEST(zoo_cbc_only_server_exhausts_the_ladder_and_is_recorded_incompatible) {
     struct contact e1 = contact(z, MAILTLS_POLICY_ENCRYPT, m2);
     CHECK(e1.outcome == MAILTLS_OUTCOME_DEFER);
     CHECK(e1.connections <= 4);
+}
+
+/* A peer that closes the connection on every hello: under may the first contact
+ * still delivers, in plaintext on a fifth connection after the four TLS attempts (the
+ * bound counts TLS attempts), says so in a machine-readable warning and claims no
+ * negotiated TLS; the next contact takes one connection. Under encrypt: four, defer. */
+TEST(zoo_eof_on_every_hello_delivers_in_plaintext_under_may_on_first_contact) {
+    struct zoo *z = zoo_start("eof-above:0");
+    REQUIRE(z);
+    const mailtls_memory *m = memory_new();
+    REQUIRE(m);
+    struct contact c1 = contact(z, MAILTLS_POLICY_MAY, m);
+    CHECK_RC(c1.rc, MAILTLS_RESULT_OK);
+    EXPECT_AT(c1, MAILTLS_OUTCOME_PLAINTEXT, -1, 5);
+    CHECK_RC(c1.reason, MAILTLS_RESULT_LADDER_EXHAUSTED);
+    CHECK_STREQ(c1.tls_version, "");
+    if (!strstr(c1.warnings, "plaintext-downgrade ladder-exhausted: "))
+        test_fail(__FILE__, __LINE__, "no downgrade warning: %s", c1.warnings);
+    CHECK(zoo_connections_are(z, 5));
+    CHECK(strstr(record(m, "127.0.0.1", z), "incompatible") != NULL);
+    struct contact c2 = contact(z, MAILTLS_POLICY_MAY, m);
+    CHECK_RC(c2.rc, MAILTLS_RESULT_OK);
+    EXPECT_AT(c2, MAILTLS_OUTCOME_PLAINTEXT, -1, 1);
+    CHECK(strstr(c2.warnings, "plaintext-downgrade ") != NULL);
+    table_add("eof on every hello (may)", &c1, c2.connections);
+    const mailtls_memory *m2 = memory_new();
+    REQUIRE(m2);
+    struct contact e1 = contact(z, MAILTLS_POLICY_ENCRYPT, m2);
+    EXPECT_AT(e1, MAILTLS_OUTCOME_DEFER, MAILTLS_RUNG_TLS12, 4);
+    CHECK_STREQ(e1.tls_version, "");
+}
+
+/* A server that answers the go reply and then never speaks TLS: the total deadline
+ * ends the negotiation, however long each step may wait (here the hello timeout alone
+ * would cost 5 s a rung), with a timeout and no further connection. */
+TEST(zoo_total_deadline_bounds_a_negotiation_whose_server_never_speaks_tls) {
+    struct zoo *z = zoo_start("hang-above:0");
+    REQUIRE(z);
+    total_timeout_ms = 1500;
+    struct contact c = contact_as(z, "127.0.0.1", MAILTLS_POLICY_MAY, NULL, 5000, FD_MODE);
+    total_timeout_ms = 0;
+    CHECK_RC(c.rc, MAILTLS_RESULT_TIMEOUT);
+    CHECK(c.outcome == MAILTLS_OUTCOME_DEFER);
+    CHECK(c.connections == 1);
+    if (!strstr(c.detail, "1500 ms in all"))
+        test_fail(__FILE__, __LINE__, "detail: %s", c.detail);
+    CHECK_STREQ(c.tls_version, "");
 }
 
 TEST(zoo_reset_of_a_host_with_a_fresh_tolerant_record_does_not_fall_back) {

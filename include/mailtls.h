@@ -806,6 +806,17 @@ mailtls_result mailtls_config_builder_set_helo_name(mailtls_config_builder *b, c
 mailtls_result mailtls_config_builder_set_timeout_ms(mailtls_config_builder *b, uint32_t ms);
 
 /*
+ Sets the longest time one negotiation may take in all, in milliseconds: greeting,
+ capabilities, STARTTLS and handshake, across every connection the fallback ladder
+ opens (a server that answers the go reply and then never speaks TLS would otherwise
+ cost a step timeout on every rung). When it runs out the negotiation ends with
+ `MAILTLS_RESULT_TIMEOUT` (outcome defer), with no further attempt and no plaintext
+ fallback. Each step's own wait never reaches past it. 0 is invalid. Default 300000
+ (5 minutes).
+ */
+mailtls_result mailtls_config_builder_set_total_timeout_ms(mailtls_config_builder *b, uint32_t ms);
+
+/*
  Sets the limits on peer input before TLS: the longest line (default 4096), the most
  lines in one reply (128), the most plaintext bytes before TLS (65536). A 0 keeps
  that limit's current value. Checked when the config is built.
@@ -848,14 +859,27 @@ mailtls_result mailtls_config_builder_set_memory(mailtls_config_builder *b,
                                                  const mailtls_memory *memory);
 
 /*
- Sets the most connections one client negotiation may use, retries included
- (1..16, default 4). Retries need `mailtls_session_set_connector`.
+ Sets the most TLS attempts one client negotiation may make, each on its own
+ connection, retries included (1..16, default 4). Under policy may, when every
+ attempt failed, the plaintext connection that follows is one more (so at most 5 by
+ default). Retries need `mailtls_session_set_connector`.
  */
 mailtls_result mailtls_config_builder_set_max_connections(mailtls_config_builder *b, uint32_t n);
 
 /*
  Under policy may: whether a session that will send credentials
- (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+ (`mailtls_session_set_will_authenticate`) may end in plaintext, so that its
+ password travels in clear. With `allowed` true that happens exactly when the server
+ does not offer STARTTLS, when it refuses STARTTLS (a `4xx`/`5xx`, `NO`, `-ERR`, ...
+ reply), and when every TLS attempt failed and the plaintext retry runs on a new
+ connection; never to a pinned peer, never after a sign of attack (reply injection, a
+ non-go reply to STARTTLS, a downgrade), never under encrypt or verify. An IMAP
+ `PREAUTH` greeting in plaintext (which anyone on the path can forge to strip
+ STARTTLS) lets no password out either way: with `allowed` false a session that will
+ authenticate ends with `MAILTLS_RESULT_PREAUTH_PLAINTEXT` (defer) without sending a
+ byte; with `allowed` true it goes on in plaintext, already authenticated, and
+ `mailtls_report_preauthenticated` tells the application not to log in. Default
+ false: each of the cases above ends in defer instead.
  */
 mailtls_result mailtls_config_builder_set_plaintext_auth(mailtls_config_builder *b, bool allowed);
 
@@ -1058,6 +1082,14 @@ const char *mailtls_report_group(const mailtls_report *r);
  Whether the TLS session was resumed.
  */
 bool mailtls_report_resumed(const mailtls_report *r);
+
+/*
+ Whether the IMAP server greeted with `PREAUTH`: the connection is already in the
+ authenticated state, so the application must not send LOGIN or AUTHENTICATE (RFC
+ 9051 section 7.1.4). In plaintext such a greeting is what an attacker forges to strip
+ STARTTLS; see `mailtls_config_builder_set_plaintext_auth`.
+ */
+bool mailtls_report_preauthenticated(const mailtls_report *r);
 
 /*
  The peer certificate's subject (RFC 4514 style), or NULL when none was seen.

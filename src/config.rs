@@ -126,6 +126,9 @@ pub struct Config {
     pub limits: Limits,
     /// Longest wait for one step (a reply, the handshake, one read).
     pub step_timeout: Duration,
+    /// Longest time one negotiation may take in all, across every connection of the
+    /// ladder: a peer that stalls each rung costs at most this much.
+    pub total_timeout: Duration,
     /// The EHLO/LHLO argument.
     pub helo_name: String,
     /// The client's TLS side (absent under policy none).
@@ -141,7 +144,8 @@ pub struct Config {
     pub log: Option<(LogFn, LogLevel)>,
     /// The intolerance memory shared by the config's sessions.
     pub memory: Option<Arc<Memory>>,
-    /// Most connections one client negotiation may use (the ladder's bound).
+    /// Most TLS attempts (connections) one client negotiation may use: the ladder's
+    /// bound. Under policy may, the plaintext connection after a failed ladder is one more.
     pub max_connections: u32,
     /// Whether plaintext may carry credentials under policy may.
     pub plaintext_auth: bool,
@@ -191,6 +195,7 @@ pub struct ConfigBuilder {
     cert_files: Option<(std::path::PathBuf, std::path::PathBuf)>,
     limits: Limits,
     step_timeout: Duration,
+    total_timeout: Duration,
     helo_name: Option<String>,
     require_tls: bool,
     injection: InjectionAction,
@@ -216,6 +221,7 @@ impl ConfigBuilder {
             cert_files: None,
             limits: Limits::default(),
             step_timeout: Duration::from_secs(300),
+            total_timeout: Duration::from_secs(300),
             helo_name: None,
             require_tls: false,
             injection: InjectionAction::Discard,
@@ -252,7 +258,8 @@ impl ConfigBuilder {
         self
     }
 
-    /// Sets the most connections one negotiation may use (1..=16; default 4).
+    /// Sets the most TLS attempts one negotiation may use (1..=16; default 4); under
+    /// policy may a plaintext connection after them is one more.
     pub fn max_connections(&mut self, n: u32) -> &mut Self {
         self.max_connections = n;
         self
@@ -316,6 +323,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// Sets the bound on a whole negotiation, every connection included (default 5 minutes).
+    pub fn total_timeout(&mut self, d: Duration) -> &mut Self {
+        self.total_timeout = d;
+        self
+    }
+
     /// Sets the EHLO/LHLO argument (default: the host name, else `localhost`).
     pub fn helo_name(&mut self, name: &str) -> &mut Self {
         self.helo_name = Some(name.to_string());
@@ -370,6 +383,7 @@ impl ConfigBuilder {
             policy: self.policy,
             limits: self.limits,
             step_timeout: self.step_timeout,
+            total_timeout: self.total_timeout,
             helo_name,
             client_tls,
             server_tls,

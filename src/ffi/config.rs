@@ -246,6 +246,25 @@ pub extern "C" fn mailtls_config_builder_set_timeout_ms(b: *mut mailtls_config_b
     })
 }
 
+/// Sets the longest time one negotiation may take in all, in milliseconds: greeting,
+/// capabilities, STARTTLS and handshake, across every connection the fallback ladder
+/// opens (a server that answers the go reply and then never speaks TLS would otherwise
+/// cost a step timeout on every rung). When it runs out the negotiation ends with
+/// `MAILTLS_RESULT_TIMEOUT` (outcome defer), with no further attempt and no plaintext
+/// fallback. Each step's own wait never reaches past it. 0 is invalid. Default 300000
+/// (5 minutes).
+#[no_mangle]
+pub extern "C" fn mailtls_config_builder_set_total_timeout_ms(b: *mut mailtls_config_builder, ms: u32) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(b, mailtls_result::NullParameter);
+        if ms == 0 {
+            return mailtls_result::InvalidParameter;
+        }
+        builder(b).inner.total_timeout(Duration::from_millis(ms as u64));
+        mailtls_result::Ok
+    })
+}
+
 /// Sets the limits on peer input before TLS: the longest line (default 4096), the most
 /// lines in one reply (128), the most plaintext bytes before TLS (65536). A 0 keeps
 /// that limit's current value. Checked when the config is built.
@@ -345,8 +364,10 @@ pub extern "C" fn mailtls_config_builder_set_memory(
     })
 }
 
-/// Sets the most connections one client negotiation may use, retries included
-/// (1..16, default 4). Retries need `mailtls_session_set_connector`.
+/// Sets the most TLS attempts one client negotiation may make, each on its own
+/// connection, retries included (1..16, default 4). Under policy may, when every
+/// attempt failed, the plaintext connection that follows is one more (so at most 5 by
+/// default). Retries need `mailtls_session_set_connector`.
 #[no_mangle]
 pub extern "C" fn mailtls_config_builder_set_max_connections(b: *mut mailtls_config_builder, n: u32) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {
@@ -360,7 +381,18 @@ pub extern "C" fn mailtls_config_builder_set_max_connections(b: *mut mailtls_con
 }
 
 /// Under policy may: whether a session that will send credentials
-/// (`mailtls_session_set_will_authenticate`) may end in plaintext. Default false.
+/// (`mailtls_session_set_will_authenticate`) may end in plaintext, so that its
+/// password travels in clear. With `allowed` true that happens exactly when the server
+/// does not offer STARTTLS, when it refuses STARTTLS (a `4xx`/`5xx`, `NO`, `-ERR`, ...
+/// reply), and when every TLS attempt failed and the plaintext retry runs on a new
+/// connection; never to a pinned peer, never after a sign of attack (reply injection, a
+/// non-go reply to STARTTLS, a downgrade), never under encrypt or verify. An IMAP
+/// `PREAUTH` greeting in plaintext (which anyone on the path can forge to strip
+/// STARTTLS) lets no password out either way: with `allowed` false a session that will
+/// authenticate ends with `MAILTLS_RESULT_PREAUTH_PLAINTEXT` (defer) without sending a
+/// byte; with `allowed` true it goes on in plaintext, already authenticated, and
+/// `mailtls_report_preauthenticated` tells the application not to log in. Default
+/// false: each of the cases above ends in defer instead.
 #[no_mangle]
 pub extern "C" fn mailtls_config_builder_set_plaintext_auth(b: *mut mailtls_config_builder, allowed: bool) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {

@@ -143,6 +143,18 @@ pub extern "C" fn mailtls_report_resumed(r: *const mailtls_report) -> bool {
     })
 }
 
+/// Whether the IMAP server greeted with `PREAUTH`: the connection is already in the
+/// authenticated state, so the application must not send LOGIN or AUTHENTICATE (RFC
+/// 9051 section 7.1.4). In plaintext such a greeting is what an attacker forges to strip
+/// STARTTLS; see `mailtls_config_builder_set_plaintext_auth`.
+#[no_mangle]
+pub extern "C" fn mailtls_report_preauthenticated(r: *const mailtls_report) -> bool {
+    ffi_guard!(false, {
+        non_null!(r, false);
+        rep(r).src.preauth
+    })
+}
+
 /// The peer certificate's subject (RFC 4514 style), or NULL when none was seen.
 #[no_mangle]
 pub extern "C" fn mailtls_report_peer_cert_subject(r: *const mailtls_report) -> *const c_char {

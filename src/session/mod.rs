@@ -6,7 +6,7 @@ pub mod report;
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::Connection;
@@ -303,15 +303,50 @@ impl Session {
     // ---- transport plumbing ----
 
     fn new_step(&mut self) {
-        let d = Instant::now() + self.cfg.step_timeout;
+        self.set_step_deadline(self.cfg.step_timeout);
+    }
+
+    /// Starts a step that may take `step`, but never past the negotiation's total deadline.
+    fn set_step_deadline(&mut self, step: Duration) {
+        let mut d = Instant::now() + step;
+        if let Some(total) = self.total_deadline() {
+            d = d.min(total);
+        }
         self.deadline = Some(d);
         if let Some(io) = self.io.as_mut() {
             io.set_deadline(Some(d));
         }
     }
 
+    /// When the negotiation as a whole must be done (while it runs).
+    fn total_deadline(&self) -> Option<Instant> {
+        match self.stage {
+            Stage::Dialogue | Stage::ClientHandshake | Stage::ServerHandshake => {
+                self.started.map(|t0| t0 + self.cfg.total_timeout)
+            }
+            _ => None,
+        }
+    }
+
+    fn total_expired(&self) -> bool {
+        self.total_deadline().is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn total_timeout_error(&self) -> Error {
+        Error::new(
+            Code::Timeout,
+            format!(
+                "negotiation not done within {} ms in all ({} connection{})",
+                self.cfg.total_timeout.as_millis(),
+                self.connections,
+                if self.connections == 1 { "" } else { "s" }
+            ),
+        )
+    }
+
     fn check_deadline(&self) -> Result<()> {
         match self.deadline {
+            Some(_) if self.total_expired() => Err(self.total_timeout_error()),
             Some(d) if Instant::now() >= d => Err(Error::new(
                 Code::Timeout,
                 format!("step not done within {} ms", self.cfg.step_timeout.as_millis()),
@@ -791,6 +826,10 @@ impl Session {
             FailureClass::of_dialogue(e.code)
         };
         self.record_attempt(e.code, class);
+        if self.total_expired() {
+            // No rung and no plaintext retry fits in a negotiation whose time is up.
+            return Err(if e.code == Code::Timeout { self.total_timeout_error() } else { e });
+        }
         if !handshake {
             return Err(e);
         }
@@ -899,7 +938,9 @@ impl Session {
         if self.will_authenticate && !self.cfg.plaintext_auth {
             return Err(Error::new(e.code, format!("{}; no plaintext fallback: credentials would be sent in clear", e.detail)));
         }
-        if self.connector.is_none() || self.connections >= self.cfg.max_connections {
+        // The bound counts TLS attempts: the one plaintext connection comes on top, so
+        // that a first contact with a peer that fails every hello still delivers.
+        if self.connector.is_none() {
             return Err(e);
         }
         self.log(LogLevel::Warn, &format!("TLS failed ({}): plaintext on a new connection (policy may)", e.detail));
@@ -1024,6 +1065,14 @@ impl Session {
         let e = Error::new(Code::PreauthPlaintext, "the server pre-authenticated the connection in plaintext (PREAUTH): STARTTLS is impossible");
         match self.cfg.policy {
             Policy::None => {}
+            Policy::May if self.will_authenticate && !self.cfg.plaintext_auth && !self.pinned => {
+                // Anyone on the path can forge this greeting to strip STARTTLS; an
+                // application that came to log in must not go on in clear.
+                return Err(Error::new(
+                    e.code,
+                    format!("{}; the session will authenticate and plaintext authentication is not allowed: deferring without sending anything", e.detail),
+                ));
+            }
             Policy::May if !self.pinned => {
                 self.log(LogLevel::Warn, &format!("{}; going on in plaintext (policy may)", e.detail));
                 self.report.reason = Some(e.code);
@@ -1075,17 +1124,17 @@ impl Session {
         self.rung = Some(rung);
         self.stage = Stage::ClientHandshake;
         self.handshake_started = Some(Instant::now());
-        if let Some(t0) = self.started {
+        if let (Some(t0), false) = (self.started, self.implicit) {
             self.report.timings.plaintext = t0.elapsed();
         }
         // Until the server's first TLS byte, the wait is the (shorter) hello timeout:
         // a hang on a large hello is the most common intolerance.
-        let d = Instant::now() + self.cfg.step_timeout.min(self.cfg.hello_timeout);
-        self.deadline = Some(d);
-        if let Some(io) = self.io.as_mut() {
-            io.set_deadline(Some(d));
+        self.set_step_deadline(self.cfg.step_timeout.min(self.cfg.hello_timeout));
+        if self.implicit {
+            self.log(LogLevel::Debug, &format!("implicit TLS: handshake, rung {}", rung.name()));
+        } else {
+            self.log(LogLevel::Debug, &format!("go reply to STARTTLS: TLS handshake, rung {}", rung.name()));
         }
-        self.log(LogLevel::Debug, &format!("220 to STARTTLS: TLS handshake, rung {}", rung.name()));
         Ok(())
     }
 
@@ -1154,6 +1203,7 @@ impl Session {
         let d = self.dialogue.as_mut().expect("dialogue");
         self.report.capabilities = d.capabilities().to_vec();
         self.report.warnings = d.warnings().to_vec();
+        self.report.preauth = d.preauth();
         self.app_in = d.take_unread();
         if let Some(e) = self.fallback_reason.take() {
             self.report.rfc8460 = Some("validation-failure");
@@ -1167,6 +1217,11 @@ impl Session {
         if !tls {
             if let Some(t0) = self.started {
                 self.report.timings.plaintext = t0.elapsed();
+            }
+            // Every plaintext outcome a TLS-capable policy did not choose is a
+            // downgrade, and says so in a form a program can match.
+            if let Some(code) = self.report.reason.filter(|&c| c != Code::Ok && self.cfg.policy != Policy::None) {
+                self.report.warnings.push(format!("plaintext-downgrade {}: {}", code.name(), self.report.detail));
             }
         }
         self.stage = if tls { Stage::Established } else { Stage::Plain };
@@ -1207,6 +1262,7 @@ impl Session {
                     | Code::PreauthPlaintext
                     | Code::StrippingSuspected
             )
+            && !(e.code == Code::PreauthPlaintext && self.cfg.policy == Policy::May)
         {
             // A polite end to a sane plaintext dialogue; failing to send it changes nothing.
             if let Some(quit) = self.dialogue.as_ref().and_then(Dialogue::quit) {
@@ -1222,11 +1278,16 @@ impl Session {
         self.report.reason = Some(e.code);
         self.report.detail = e.detail.clone();
         self.report.rfc8460 = tls::rfc8460_result_type(e.code);
-        if self.tls.is_some() && self.stage != Stage::Established {
-            self.record_tls_facts();
-            if self.report.peer_cert.is_none() {
-                self.report.peer_cert = self.cert_seen.as_ref().map(tls::certinfo::describe);
+        if self.tls.is_some() && self.stage == Stage::ClientHandshake {
+            // The handshake did not complete: nothing was negotiated, so the report
+            // names no version, cipher or group; only the certificate the server showed.
+            if let Some(t) = self.handshake_started {
+                self.report.timings.handshake = t.elapsed();
             }
+            self.report.peer_cert = self.cert_seen.as_ref().map(tls::certinfo::describe);
+        }
+        if let Some(d) = self.dialogue.as_ref() {
+            self.report.preauth = d.preauth();
         }
         self.record_attempt(e.code, FailureClass::of_dialogue(e.code));
         self.stage = Stage::Failed;

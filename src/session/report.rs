@@ -81,6 +81,8 @@ pub struct Report {
     pub group: Option<String>,
     /// Whether the session was resumed.
     pub resumed: bool,
+    /// Whether the IMAP server greeted with `PREAUTH` (already authenticated: no login).
+    pub preauth: bool,
     /// The peer's end-entity certificate.
     pub peer_cert: Option<CertInfo>,
     /// Whether the peer's chain and name verified against the trust anchors (None: not checked).
@@ -180,7 +182,7 @@ impl Report {
         format!(
             concat!(
                 "{{\"outcome\":{},\"reason\":{},\"reason_code\":{},\"detail\":{},\"rfc8460\":{},",
-                "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},",
+                "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},\"preauth\":{},",
                 "\"peer_cert\":{},\"capabilities\":{},\"attempts\":[{}],",
                 "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{},",
                 "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{},\"warnings\":{}}}"
@@ -195,6 +197,7 @@ impl Report {
             json_opt(self.cipher.as_deref()),
             json_opt(self.group.as_deref()),
             self.resumed,
+            self.preauth,
             cert,
             json_list(&self.capabilities),
             attempts.join(","),
