@@ -90,6 +90,25 @@ static struct flight tls_hello(unsigned record_version, unsigned client_version,
     return f;
 }
 
+/* The handshake message of a one-record hello re-cut into records of `first` bytes,
+ * then of `rest` bytes each (RFC 8446 section 5.1 allows any split). */
+static struct flight fragmented(const struct flight *one, size_t first, size_t rest) {
+    struct flight f = {0};
+    const uint8_t *msg = one->b + 5;
+    size_t left = one->n - 5, n = first;
+    while (left) {
+        if (n > left)
+            n = left;
+        put(&f, one->b, 3);
+        put16(&f, (unsigned)n);
+        put(&f, msg, n);
+        msg += n;
+        left -= n;
+        n = rest;
+    }
+    return f;
+}
+
 static struct flight text(const char *s) {
     struct flight f = {0};
     put(&f, s, strlen(s));
@@ -203,9 +222,10 @@ static void check_reply(const char *file, int line, const struct served *r, cons
 }
 #define CHECK_REPLY(r, a, n) check_reply(__FILE__, __LINE__, (r), (a), (n))
 
-static const uint8_t SSLV2_ERROR[] = {0x80, 0x03, 0x00, 0x00, 0x01};
 static const uint8_t SSL3_HANDSHAKE_FAILURE[] = {0x15, 0x03, 0x00, 0x00, 0x02, 0x02, 40};
 static const uint8_t TLS10_PROTOCOL_VERSION[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 70};
+static const uint8_t TLS10_DECODE_ERROR[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 50};
+static const uint8_t TLS10_UNEXPECTED_MESSAGE[] = {0x15, 0x03, 0x01, 0x00, 0x02, 0x02, 10};
 
 struct hello_case {
     const char *name;
@@ -220,22 +240,42 @@ struct hello_case {
 static void run_cases(enum io_mode mode) {
     const mailtls_config *cfg = server_cfg("localhost", NULL, 0);
     REQUIRE(cfg);
+    struct flight tls13 = tls_hello(0x0301, 0x0303, 1, 1);
+    static const uint8_t appdata[] = {0x17, 0x03, 0x03, 0x00, 0x01, 0x00};
+    struct flight early_data = {0};
+    put(&early_data, appdata, sizeof appdata);
     struct hello_case cases[] = {
+        /* SSLv2-format hellos get a TLS alert record, as OpenSSL answers them. */
         {"sslv2-compat offering TLS 1.0", sslv2_hello(0x0301), MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_ACTION_REFUSE,
-         MAILTLS_RESULT_HELLO_REFUSED, SSLV2_ERROR, sizeof SSLV2_ERROR},
+         MAILTLS_RESULT_HELLO_REFUSED, TLS10_PROTOCOL_VERSION, sizeof TLS10_PROTOCOL_VERSION},
         {"sslv2-compat offering TLS 1.2", sslv2_hello(0x0303), MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_ACTION_REFUSE,
-         MAILTLS_RESULT_HELLO_REFUSED, SSLV2_ERROR, sizeof SSLV2_ERROR},
+         MAILTLS_RESULT_HELLO_REFUSED, TLS10_PROTOCOL_VERSION, sizeof TLS10_PROTOCOL_VERSION},
         {"SSL 3.0", tls_hello(0x0300, 0x0300, 0, 0), MAILTLS_HELLO_SSL3, MAILTLS_HELLO_ACTION_REFUSE,
          MAILTLS_RESULT_HELLO_REFUSED, SSL3_HANDSHAKE_FAILURE, sizeof SSL3_HANDSHAKE_FAILURE},
         {"TLS 1.0", tls_hello(0x0301, 0x0301, 0, 1), MAILTLS_HELLO_TLS10, MAILTLS_HELLO_ACTION_REFUSE,
          MAILTLS_RESULT_HELLO_REFUSED, TLS10_PROTOCOL_VERSION, sizeof TLS10_PROTOCOL_VERSION},
         {"TLS 1.2 without extensions", tls_hello(0x0301, 0x0303, 0, 0), MAILTLS_HELLO_TLS12,
          MAILTLS_HELLO_ACTION_SERVE, 0, NULL, 0},
-        {"TLS 1.3", tls_hello(0x0301, 0x0303, 1, 1), MAILTLS_HELLO_TLS13, MAILTLS_HELLO_ACTION_SERVE, 0, NULL, 0},
+        {"TLS 1.3", tls13, MAILTLS_HELLO_TLS13, MAILTLS_HELLO_ACTION_SERVE, 0, NULL, 0},
+        /* Split over records, the first holding fewer than 6 bytes of it: read on. */
+        {"TLS 1.3 in records of 3, then 1, bytes", fragmented(&tls13, 3, 1), MAILTLS_HELLO_TLS13,
+         MAILTLS_HELLO_ACTION_SERVE, 0, NULL, 0},
+        {"TLS 1.3 in records of 5, then 64 bytes", fragmented(&tls13, 5, 64), MAILTLS_HELLO_TLS13,
+         MAILTLS_HELLO_ACTION_SERVE, 0, NULL, 0},
+        /* Versions above TLS 1.2 without supported_versions: TLS 1.2 (RFC 8446 D.2). */
+        {"client_version 0x0401", tls_hello(0x0301, 0x0401, 0, 1), MAILTLS_HELLO_TLS12, MAILTLS_HELLO_ACTION_SERVE, 0,
+         NULL, 0},
+        {"client_version 0x0603", tls_hello(0x0301, 0x0603, 0, 1), MAILTLS_HELLO_TLS12, MAILTLS_HELLO_ACTION_SERVE, 0,
+         NULL, 0},
+        {"client_version 0xfefe", tls_hello(0x0301, 0xfefe, 0, 0), MAILTLS_HELLO_TLS12, MAILTLS_HELLO_ACTION_SERVE, 0,
+         NULL, 0},
+        /* Malformed and unknown flights get the alert that fits them. */
         {"random bytes", noise(0x2545f491), MAILTLS_HELLO_UNKNOWN, MAILTLS_HELLO_ACTION_REFUSE,
-         MAILTLS_RESULT_HELLO_REFUSED, (const uint8_t *)"", 0},
+         MAILTLS_RESULT_HELLO_REFUSED, TLS10_DECODE_ERROR, sizeof TLS10_DECODE_ERROR},
         {"more random bytes", noise(0x9e3779b9), MAILTLS_HELLO_UNKNOWN, MAILTLS_HELLO_ACTION_REFUSE,
-         MAILTLS_RESULT_HELLO_REFUSED, (const uint8_t *)"", 0},
+         MAILTLS_RESULT_HELLO_REFUSED, TLS10_DECODE_ERROR, sizeof TLS10_DECODE_ERROR},
+        {"application data first", early_data, MAILTLS_HELLO_UNKNOWN, MAILTLS_HELLO_ACTION_REFUSE,
+         MAILTLS_RESULT_HELLO_REFUSED, TLS10_UNEXPECTED_MESSAGE, sizeof TLS10_UNEXPECTED_MESSAGE},
     };
     uint64_t before[9];
     for (uint32_t h = 0; h < 9; h++)
@@ -293,6 +333,56 @@ TEST(plaintext_ehlo_after_the_go_reply_is_classified_plaintext_and_never_execute
             CHECK(r.nreply == strlen(GO) && memcmp(r.reply, GO, strlen(GO)) == 0);
         }
     }
+}
+
+/* An implicit-TLS server session fed `f`, then EOF: the result and the last error. */
+static mailtls_result serve_implicit(const mailtls_config *cfg, const struct flight *f, uint32_t *hello, char *err,
+                                     size_t errlen) {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0)
+        return MAILTLS_RESULT_PANIC;
+    defer_fd(sv[0]);
+    defer_fd(sv[1]);
+    if (f->n && write(sv[0], f->b, f->n) != (ssize_t)f->n)
+        return MAILTLS_RESULT_PANIC;
+    shutdown(sv[0], SHUT_WR);
+    mailtls_session *s = NULL;
+    if (!CHECK_RC(mailtls_server_new(cfg, MAILTLS_PROTO_SMTP, "192.0.2.9:1025", &s), MAILTLS_RESULT_OK))
+        return MAILTLS_RESULT_PANIC;
+    defer_session(s);
+    CHECK_RC(mailtls_session_set_fd(s, sv[1]), MAILTLS_RESULT_OK);
+    mailtls_result rc = mailtls_server_start_implicit(s);
+    *hello = mailtls_report_hello(mailtls_session_report(s));
+    snprintf(err, errlen, "%s", mailtls_session_last_error(s));
+    return rc;
+}
+
+/* On an implicit-TLS port a plaintext command is the client's mistake, not a command
+ * pipelined after STARTTLS; and a client that stops after a few bytes of its hello
+ * did send bytes: the log says both as they are. */
+TEST(plaintext_on_an_implicit_port_and_a_stalled_first_flight_are_named_as_they_are) {
+    const mailtls_config *cfg = server_cfg("localhost", NULL, 0);
+    REQUIRE(cfg);
+    uint32_t hello = 0;
+    char err[512];
+    struct flight f = text("EHLO plaintext.test\r\n");
+    CHECK_RC(serve_implicit(cfg, &f, &hello, err, sizeof err), MAILTLS_RESULT_NOT_TLS);
+    CHECK(hello == MAILTLS_HELLO_PLAINTEXT);
+    if (!strstr(err, "implicit-TLS port") || strstr(err, "STARTTLS"))
+        test_fail(__FILE__, __LINE__, "last error: %s", err);
+    struct flight tls13 = tls_hello(0x0301, 0x0303, 1, 1);
+    for (size_t n = 2; n <= 5; n++) {
+        struct flight part = tls13;
+        part.n = n;
+        CHECK_RC(serve_implicit(cfg, &part, &hello, err, sizeof err), MAILTLS_RESULT_PEER_CLOSED);
+        char want[64];
+        snprintf(want, sizeof want, "after %zu bytes of its first flight", n);
+        if (!strstr(err, want) || strstr(err, "before any TLS byte"))
+            test_fail(__FILE__, __LINE__, "%zu bytes: last error: %s", n, err);
+    }
+    struct flight none = {0};
+    CHECK_RC(serve_implicit(cfg, &none, &hello, err, sizeof err), MAILTLS_RESULT_PEER_CLOSED);
+    CHECK(strstr(err, "before any TLS byte") != NULL);
 }
 
 TEST(handoff_hands_over_exactly_the_bytes_read_and_leaves_the_rest_on_the_transport) {

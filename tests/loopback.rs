@@ -422,13 +422,19 @@ fn crafted_first_flights_are_classified_and_refused_in_their_own_format() {
     /// A first flight, its expected class, the expected result, the expected reply bytes.
     type Case = (Vec<u8>, HelloKind, Option<Code>, &'static [u8]);
     let cases: Vec<Case> = vec![
-        (samples::sslv2_hello(0x0301), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
-        (samples::sslv2_hello(0x0303), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x80, 0x03, 0x00, 0x00, 0x01]),
+        // SSLv2-format hellos are answered with a TLS alert record, as OpenSSL does.
+        (samples::sslv2_hello(0x0301), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 70]),
+        (samples::sslv2_hello(0x0303), HelloKind::Sslv2Compat, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 70]),
         (samples::tls_hello(0x0300, 0x0300, false, false), HelloKind::Ssl3, Some(Code::HelloRefused), &[0x15, 3, 0, 0, 2, 2, 40]),
         (samples::tls_hello(0x0301, 0x0301, false, true), HelloKind::Tls10, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 70]),
         (samples::tls_hello(0x0301, 0x0303, false, false), HelloKind::Tls12, None, &[]),
         (samples::tls_hello(0x0301, 0x0303, true, true), HelloKind::Tls13, None, &[]),
-        (vec![0x00, 0x13, 0x37, 0xff, 0x00, 0x01], HelloKind::Unknown, Some(Code::HelloRefused), &[]),
+        // A TLS 1.3 hello whose first record holds 3 bytes of it: read on, then served.
+        (samples::fragmented(&samples::tls_hello(0x0301, 0x0303, true, true), &[3, 1000]), HelloKind::Tls13, None, &[]),
+        // Unknown and malformed flights get the alert that fits, not silence.
+        (vec![0x00, 0x13, 0x37, 0xff, 0x00, 0x01], HelloKind::Unknown, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 50]),
+        (vec![0x17, 0x03, 0x03, 0x00, 0x01, 0x00], HelloKind::Unknown, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 10]),
+        (vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00], HelloKind::Unknown, Some(Code::HelloRefused), &[0x15, 3, 1, 0, 2, 2, 10]),
     ];
     for one_byte in [false, true] {
         for (flight, kind, code, alert) in &cases {
@@ -446,6 +452,52 @@ fn crafted_first_flights_are_classified_and_refused_in_their_own_format() {
         }
     }
     assert_eq!(scfg.hello_counts[HelloKind::Sslv2Compat as usize].load(std::sync::atomic::Ordering::Relaxed), 4);
+}
+
+/// A TLS 1.2 ClientHello rustls can answer (ECDHE suites, groups, point formats,
+/// signature algorithms) with any client_version and no supported_versions.
+fn tls12_hello(client_version: u16) -> Vec<u8> {
+    let mut body = client_version.to_be_bytes().to_vec();
+    body.extend_from_slice(&[0x42; 32]);
+    body.push(0);
+    let suites: [u16; 6] = [0xc02b, 0xc02c, 0xcca9, 0xc02f, 0xc030, 0xcca8];
+    body.extend_from_slice(&((suites.len() * 2) as u16).to_be_bytes());
+    suites.iter().for_each(|c| body.extend_from_slice(&c.to_be_bytes()));
+    body.extend_from_slice(&[0x01, 0x00]);
+    let ext: &[u8] = &[
+        0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17, // supported_groups: x25519, P-256
+        0x00, 0x0b, 0x00, 0x02, 0x01, 0x00, // ec_point_formats: uncompressed
+        0x00, 0x0d, 0x00, 0x08, 0x00, 0x06, 0x04, 0x03, 0x08, 0x04, 0x04, 0x01, // signature_algorithms
+    ];
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(ext);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
+    rec.push(0x01);
+    rec.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    rec.extend_from_slice(&body);
+    rec
+}
+
+/// RFC 8446 appendix D.2: a client_version above the highest the server has, without
+/// supported_versions, gets the highest the server has: a TLS 1.2 ServerHello.
+#[test]
+fn client_versions_above_tls12_are_answered_with_a_tls12_server_hello() {
+    use mailtls::tls::sniff::HelloKind;
+    let (scfg, _) = server_cfg();
+    for v in [0x0303u16, 0x0304, 0x0401, 0x0603, 0xfefe] {
+        for frag in [false, true] {
+            let mut flight = tls12_hello(v);
+            if frag {
+                flight = mailtls::tls::sniff::samples::fragmented(&flight, &[2, 5, 1000]);
+            }
+            let (_, rep, got) = serve_first_flight(scfg.clone(), flight, false);
+            assert_eq!(rep.hello.map(|h| (h.kind, h.client_version)), Some((HelloKind::Tls12, v)));
+            let sh = &got[mailtls::protocol::smtp::REPLY_GO.len()..];
+            assert!(sh.len() > 11 && sh[0] == 0x16 && sh[5] == 0x02, "{v:#06x}: no ServerHello: {:02x?}", &sh[..sh.len().min(16)]);
+            assert_eq!(&sh[9..11], &[0x03, 0x03], "{v:#06x}: ServerHello version");
+        }
+    }
 }
 
 #[test]

@@ -467,7 +467,7 @@ impl Session {
         let handshaking = self.tls.as_ref().is_some_and(|c| c.is_handshaking());
         if n == 0 {
             if handshaking {
-                let what = if self.server_tls_seen { "during the TLS handshake" } else { "before any TLS byte" };
+                let what = self.first_flight_state();
                 return Err(Error::new(Code::PeerClosed, format!("connection closed by the peer {what}")));
             }
             if let Some(conn) = self.tls.as_mut() {
@@ -556,6 +556,19 @@ impl Session {
                 return self.classify_hello();
             }
             let shown = smtp::printable(&self.pre_tls);
+            if self.role == Role::Server && self.implicit {
+                // Nothing was pipelined after a STARTTLS here: the client speaks
+                // plaintext where TLS must begin at once.
+                self.note_hello(
+                    Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0, alert: 0, defect: "" },
+                    None,
+                );
+                self.cfg.hello_counts[HelloKind::Plaintext as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Error::new(
+                    Code::NotTls,
+                    format!("plaintext from the client on an implicit-TLS port, where its TLS hello belongs: {shown:?}; closing"),
+                ));
+            }
             if self.role == Role::Client && self.implicit {
                 return Err(Error::new(
                     Code::NotTls,
@@ -568,7 +581,10 @@ impl Session {
                     format!("plaintext from the server after its go reply, where its TLS handshake belongs: {shown:?}"),
                 ));
             }
-            self.note_hello(Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0 }, None);
+            self.note_hello(
+                Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0, alert: 0, defect: "" },
+                None,
+            );
             if self.cfg.injection == InjectionAction::Close {
                 return Err(Error::new(Code::CommandInjection, format!("plaintext after STARTTLS: {shown:?}")));
             }
@@ -614,16 +630,35 @@ impl Session {
                 Err(Error::new(Code::Handoff, format!("{what} handed off")))
             }
             HelloAction::Refuse => {
+                let what = if h.defect.is_empty() { what } else { format!("{what}: {}", h.defect) };
                 let alert = sniff::refusal_bytes(&h);
-                if !alert.is_empty() {
-                    // The refusal is a courtesy; the connection ends either way. What a
-                    // non-blocking transport did not take stays queued for `flush`.
+                // The refusal is a courtesy; the connection ends either way. What a
+                // non-blocking transport did not take stays queued for `flush`. The
+                // log says what happened to it, no more.
+                let sent = if alert.is_empty() {
+                    "closing without an alert".to_string()
+                } else {
                     self.plain_out.extend_from_slice(&alert);
-                    let _ = self.flush_out();
-                }
+                    let name = sniff::alert_name(h.alert);
+                    match self.flush_out() {
+                        Ok(()) => format!("{name} alert sent, closing"),
+                        Err(e) if e.code == Code::WouldBlock => format!("{name} alert queued (the transport would block), closing"),
+                        Err(e) => format!("{name} alert not sent ({}), closing", e.detail),
+                    }
+                };
                 self.remember_unserved(&what);
-                Err(Error::new(Code::HelloRefused, format!("{what} refused by configuration; alert sent, closing")))
+                let why = if h.kind == HelloKind::Unknown { "refused" } else { "refused by configuration" };
+                Err(Error::new(Code::HelloRefused, format!("{what} {why}; {sent}")))
             }
+        }
+    }
+
+    /// Where a server's reading of the client's first flight stood, for errors.
+    fn first_flight_state(&self) -> String {
+        match (self.server_tls_seen, self.pre_tls.len()) {
+            (true, _) => "during the TLS handshake".into(),
+            (false, 0) => "before any TLS byte".into(),
+            (false, n) => format!("after {n} byte{} of its first flight, before the hello could be classified", if n == 1 { "" } else { "s" }),
         }
     }
 
@@ -1518,6 +1553,10 @@ impl Session {
                 self.stage = Stage::Handoff;
                 self.deadline = None;
                 Err(e)
+            }
+            Err(e) if e.code == Code::Timeout && self.role == Role::Server && !self.server_tls_seen => {
+                let state = self.first_flight_state();
+                Err(self.fail(Error::new(e.code, format!("{} {state}", e.detail))))
             }
             Err(e) => Err(self.fail(e)),
         }
