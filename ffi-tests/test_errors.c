@@ -1,7 +1,14 @@
-/* Peers that close, overflow limits, refuse the session or stay silent. */
+/* Peers that close, overflow limits, refuse the session or stay silent, and a TLS peer
+ * that breaks the record layer after the handshake. */
 #include "support.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -371,4 +378,111 @@ TEST(lmtp_lhlo_refused_is_capability_refused_without_helo_fallback) {
     CHECK_OUTCOME(mailtls_session_report(s), MAILTLS_OUTCOME_DEFER);
     CHECK_PEER_OK(p);
     CHECK_NOT_CONTAINS(p->sh->recv, p->sh->nrecv, "HELO");
+}
+
+/* ---- errors after the handshake (mailtls-badpeer, a TLS 1.3 client writing its own records) ---- */
+
+#ifndef BADPEER_BIN
+#define BADPEER_BIN "../target/debug/mailtls-badpeer"
+#endif
+
+struct bad_run {
+    mailtls_result rc;   /* of the read (or STARTTLS) that failed */
+    char err[512];       /* the session's last error */
+    char peer[1024];     /* the badpeer's JSON line */
+};
+
+/* A server through the header against `mailtls-badpeer MODE`: STARTTLS, reads until an
+ * error, then closes as any server does. */
+static struct bad_run serve_badpeer(const char *mode) {
+    struct bad_run r;
+    memset(&r, 0, sizeof r);
+    r.rc = MAILTLS_RESULT_PANIC;
+    const mailtls_config *cfg = server_cfg("localhost", NULL, 0);
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (!cfg || l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 1) < 0 ||
+        getsockname(l, (struct sockaddr *)&a, &al) < 0) {
+        test_fail(__FILE__, __LINE__, "listen: %s", strerror(errno));
+        return r;
+    }
+    defer_fd(l);
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%u", ntohs(a.sin_port));
+    int out[2];
+    if (pipe(out) < 0)
+        return r;
+    const char *bin = getenv("MAILTLS_BADPEER") ? getenv("MAILTLS_BADPEER") : BADPEER_BIN;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 1);
+        close(out[0]);
+        close(out[1]);
+        alarm(CHILD_ALARM_S);
+        execl(bin, bin, mode, addr, (char *)NULL);
+        _exit(127);
+    }
+    close(out[1]);
+    defer_fd(out[0]);
+    int c = accept(l, NULL, NULL);
+    if (c < 0) {
+        test_fail(__FILE__, __LINE__, "accept: %s", strerror(errno));
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return r;
+    }
+    defer_fd(c);
+    mailtls_session *s = NULL;
+    if (CHECK_RC(mailtls_server_new(cfg, MAILTLS_PROTO_SMTP, "192.0.2.8:1025", &s), MAILTLS_RESULT_OK)) {
+        CHECK_RC(mailtls_session_set_fd(s, c), MAILTLS_RESULT_OK);
+        /* The client's last flight and its bad records may come in one read. */
+        r.rc = mailtls_server_starttls(s, NULL, 0);
+        uint8_t buf[256];
+        size_t n;
+        while (r.rc == MAILTLS_RESULT_OK)
+            r.rc = mailtls_session_read(s, buf, sizeof buf, &n);
+        snprintf(r.err, sizeof r.err, "%s", mailtls_session_last_error(s));
+        mailtls_session_close(s);
+        mailtls_session_free(s);
+    }
+    shutdown(c, SHUT_RDWR);
+    size_t got = 0;
+    ssize_t k;
+    while (got < sizeof r.peer - 1 && (k = read(out[0], r.peer + got, sizeof r.peer - 1 - got)) > 0)
+        got += (size_t)k;
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+        test_fail(__FILE__, __LINE__, "%s %s: exit status %d (is it built? cargo build)", bin, mode, st);
+    return r;
+}
+
+TEST(record_without_content_type_after_the_handshake_gets_unexpected_message_never_close_notify) {
+    struct bad_run r = serve_badpeer("no-content-type");
+    CHECK_RC(r.rc, MAILTLS_RESULT_TLS_RECORD);
+    if (!strstr(r.err, "no content type") || strstr(r.err, "handshake failed"))
+        test_fail(__FILE__, __LINE__, "last error: %s", r.err);
+    if (!strstr(r.peer, "\"after\":[\"unexpected_message\"],\"undecryptable\":0"))
+        test_fail(__FILE__, __LINE__, "the peer got: %s", r.peer);
+}
+
+TEST(application_data_inside_a_fragmented_key_update_gets_unexpected_message_never_close_notify) {
+    struct bad_run r = serve_badpeer("interleaved-key-update");
+    CHECK_RC(r.rc, MAILTLS_RESULT_TLS_RECORD);
+    if (!strstr(r.err, "between the fragments of a handshake message"))
+        test_fail(__FILE__, __LINE__, "last error: %s", r.err);
+    if (!strstr(r.peer, "\"after\":[\"unexpected_message\"],\"undecryptable\":0"))
+        test_fail(__FILE__, __LINE__, "the peer got: %s", r.peer);
+}
+
+TEST(a_whole_key_update_is_honoured_and_a_truncated_end_still_gets_close_notify) {
+    struct bad_run r = serve_badpeer("key-update");
+    CHECK_RC(r.rc, MAILTLS_RESULT_PEER_CLOSED);
+    if (!strstr(r.peer, "\"after\":[\"close_notify\"]"))
+        test_fail(__FILE__, __LINE__, "the peer got: %s", r.peer);
 }

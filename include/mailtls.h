@@ -1372,8 +1372,10 @@ mailtls_result mailtls_session_write(mailtls_session *s,
 mailtls_result mailtls_session_flush(mailtls_session *s);
 
 /*
- Sends TLS close_notify when TLS is active, and flushes. The transport stays open
- (it is the caller's).
+ Sends TLS close_notify when TLS is active, and flushes. After a fatal TLS error
+ (`MAILTLS_RESULT_TLS_RECORD`, `MAILTLS_RESULT_TLS_HANDSHAKE`, ...) it sends nothing:
+ the fatal alert, where one was due, has gone out already, and a close_notify would
+ tell the peer the close was orderly. The transport stays open (it is the caller's).
  */
 mailtls_result mailtls_session_close(mailtls_session *s);
 

@@ -420,8 +420,10 @@ pub extern "C" fn mailtls_session_flush(s: *mut mailtls_session) -> mailtls_resu
     })
 }
 
-/// Sends TLS close_notify when TLS is active, and flushes. The transport stays open
-/// (it is the caller's).
+/// Sends TLS close_notify when TLS is active, and flushes. After a fatal TLS error
+/// (`MAILTLS_RESULT_TLS_RECORD`, `MAILTLS_RESULT_TLS_HANDSHAKE`, ...) it sends nothing:
+/// the fatal alert, where one was due, has gone out already, and a close_notify would
+/// tell the peer the close was orderly. The transport stays open (it is the caller's).
 #[no_mangle]
 pub extern "C" fn mailtls_session_close(s: *mut mailtls_session) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {

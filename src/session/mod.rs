@@ -158,6 +158,7 @@ pub struct Session {
     implicit: bool,
     authenticated: bool,
     last_tag: String,
+    tls_fatal: bool,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -237,6 +238,7 @@ impl Session {
             implicit: false,
             authenticated: false,
             last_tag: String::new(),
+            tls_fatal: false,
         })
     }
 
@@ -534,11 +536,27 @@ impl Session {
             self.cert_seen = Some(cert);
         }
         if let Err(e) = processed {
-            // Let rustls' alert reach the peer before we give up.
-            let _ = self.flush_out();
-            return Err(tls::map_error(&e, "record"));
+            return Err(self.tls_failed(&e));
         }
         Ok(())
+    }
+
+    /// A fatal TLS error from rustls: its alert (if it sent one) goes out, no
+    /// close_notify ever follows it, and the error names what happened: a handshake
+    /// failure, or a record error after the handshake.
+    fn tls_failed(&mut self, e: &rustls::Error) -> Error {
+        let during = if self.tls.as_ref().is_some_and(|c| c.is_handshaking()) { "handshake" } else { "record" };
+        let violation = tls::records::take_violation();
+        self.tls_fatal = true;
+        // Let rustls' alert reach the peer before we give up; failure to send it changes nothing.
+        let _ = self.flush_out();
+        match violation {
+            Some(v) => Error::new(
+                if during == "record" { Code::TlsRecord } else { Code::TlsHandshake },
+                format!("{during}: the peer sent {}: unexpected_message alert sent", v.describe()),
+            ),
+            None => tls::map_error(e, during),
+        }
     }
 
     /// Before the peer's first TLS byte: plaintext here is injection. A client aborts;
@@ -692,7 +710,6 @@ impl Session {
     }
 
     fn feed_tls(&mut self, mut data: &[u8]) -> Result<()> {
-        let during = if self.tls.as_ref().is_some_and(|c| c.is_handshaking()) { "handshake" } else { "record" };
         while !data.is_empty() {
             let conn = self.tls.as_mut().ok_or_else(|| Error::new(Code::InvalidState, "no TLS connection"))?;
             conn.read_tls(&mut data).map_err(|e| Error::new(Code::TlsRecord, format!("buffering TLS: {e}")))?;
@@ -701,9 +718,7 @@ impl Session {
                 self.cert_seen = Some(cert);
             }
             if let Err(e) = processed {
-                // Let rustls' alert reach the peer before we give up; failure to send it changes nothing.
-                let _ = self.flush_out();
-                return Err(tls::map_error(&e, during));
+                return Err(self.tls_failed(&e));
             }
         }
         Ok(())
@@ -837,6 +852,7 @@ impl Session {
             Dialogue::new(self.proto, &self.cfg.helo_name, self.cfg.limits).ok()
         };
         self.tls = None;
+        self.tls_fatal = false;
         self.plain_out.clear();
         self.app_in.clear();
         self.pre_tls.clear();
@@ -1693,9 +1709,10 @@ impl Session {
         self.flush_out()
     }
 
-    /// Sends TLS close_notify (when TLS is active) and flushes.
+    /// Sends TLS close_notify (when TLS is active) and flushes. After a fatal TLS error
+    /// nothing is sent: a close_notify would tell the peer the close was orderly.
     pub fn close(&mut self) -> Result<()> {
-        if let Some(conn) = self.tls.as_mut() {
+        if let Some(conn) = self.tls.as_mut().filter(|_| !self.tls_fatal) {
             conn.send_close_notify();
         }
         if self.io.is_some() {

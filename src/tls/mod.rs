@@ -5,6 +5,7 @@ pub mod certinfo;
 pub mod client;
 pub mod observe;
 pub mod provider;
+pub mod records;
 pub mod server;
 pub mod sniff;
 
@@ -28,7 +29,8 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
         rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::AttemptedDowngradeToTls12WhenTls13IsSupported) => {
             Code::DowngradeDetected
         }
-        rustls::Error::DecryptError | rustls::Error::InvalidMessage(_) if during == "record" => Code::TlsRecord,
+        // After the handshake, whatever breaks is a record error, not a handshake failure.
+        _ if during == "record" => Code::TlsRecord,
         _ => Code::TlsHandshake,
     };
     Error::new(code, format!("{during}: {e}"))

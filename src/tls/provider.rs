@@ -16,7 +16,9 @@
 use once_cell::sync::Lazy;
 use rustls::crypto::tls13::HkdfUsingHmac;
 use rustls::crypto::{hmac, CryptoProvider};
-use rustls::{SupportedCipherSuite, Tls13CipherSuite};
+use rustls::{SupportedCipherSuite, Tls12CipherSuite, Tls13CipherSuite};
+
+use super::records::{Checked12, Checked13};
 
 /// HMAC over aws-lc-rs for rustls' generic HKDF.
 struct AwsLcHmac(aws_lc_rs::hmac::Algorithm);
@@ -54,8 +56,9 @@ static HMAC_SHA384: AwsLcHmac = AwsLcHmac(aws_lc_rs::hmac::HMAC_SHA384);
 static HKDF_SHA256: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA256);
 static HKDF_SHA384: HkdfUsingHmac<'static> = HkdfUsingHmac(&HMAC_SHA384);
 
-/// The TLS 1.3 suites of the aws-lc-rs provider with our key schedule, in the same
-/// order; TLS 1.2 suites unchanged. Built once; the suites live for the process.
+/// The suites of the aws-lc-rs provider in the same order: TLS 1.3 ones with our key
+/// schedule, every one with the record checks of `records` on its decrypters. Built
+/// once; the suites live for the process.
 static SUITES: Lazy<Vec<SupportedCipherSuite>> = Lazy::new(|| {
     rustls::crypto::aws_lc_rs::default_provider()
         .cipher_suites
@@ -74,12 +77,25 @@ static SUITES: Lazy<Vec<SupportedCipherSuite>> = Lazy::new(|| {
                         confidentiality_limit: t.common.confidentiality_limit,
                     },
                     hkdf_provider: hkdf,
-                    aead_alg: t.aead_alg,
+                    aead_alg: Box::leak(Box::new(Checked13(t.aead_alg))),
                     quic: t.quic,
                 }));
                 SupportedCipherSuite::Tls13(suite)
             }
-            other => other,
+            SupportedCipherSuite::Tls12(t) => {
+                let suite: &'static Tls12CipherSuite = Box::leak(Box::new(Tls12CipherSuite {
+                    common: rustls::CipherSuiteCommon {
+                        suite: t.common.suite,
+                        hash_provider: t.common.hash_provider,
+                        confidentiality_limit: t.common.confidentiality_limit,
+                    },
+                    prf_provider: t.prf_provider,
+                    kx: t.kx,
+                    sign: t.sign,
+                    aead_alg: Box::leak(Box::new(Checked12(t.aead_alg))),
+                }));
+                SupportedCipherSuite::Tls12(suite)
+            }
         })
         .collect()
 });
