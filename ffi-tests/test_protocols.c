@@ -355,7 +355,7 @@ TEST(every_refusal_of_every_protocol_under_may_and_encrypt) {
             opening_steps(c->proto, c->opening, st, &k);
             st[k++] = (struct step)EXPECT(c->expect);
             st[k++] = (struct step)SEND(c->reply);
-            st[k++] = (struct step)DRAIN(300);
+            st[k++] = (struct step)EXPECT_EOF;
             st[k++] = (struct step)END;
             peer_t *p = script_start(VIA_SOCKETPAIR, st);
             REQUIRE(p);
@@ -417,7 +417,7 @@ TEST(reply_injection_after_the_go_reply_of_every_protocol) {
             opening_steps(c->proto, c->opening, st, &k);
             st[k++] = (struct step)EXPECT(c->expect);
             st[k++] = (struct step)SEND(c->go_and_more);
-            st[k++] = (struct step)DRAIN(500);
+            st[k++] = (struct step)EXPECT_EOF;
             st[k++] = (struct step)END;
             peer_t *p = script_start(VIA_SOCKETPAIR, st);
             REQUIRE(p);
@@ -456,11 +456,11 @@ TEST(reply_injection_after_the_go_reply_of_every_protocol) {
 
 TEST(imap_preauth_in_plaintext_logs_out_under_encrypt_and_is_plaintext_under_may) {
     for (int may = 0; may < 2; may++) {
-        /* Under verify the client must log out; under may it sends nothing (the drain
-         * only proves that nothing came). */
-        static const struct step st_may[] = {SEND("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"), DRAIN(500), END};
+        /* Under verify the client must log out; under may it sends nothing (the script
+         * records everything until the client's side closes). */
+        static const struct step st_may[] = {SEND("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"), EXPECT_EOF, END};
         static const struct step st_verify[] = {SEND("* PREAUTH [CAPABILITY IMAP4rev1] welcome back\r\n"),
-                                                EXPECT("MT1 LOGOUT"), DRAIN(200), END};
+                                                EXPECT("MT1 LOGOUT"), EXPECT_EOF, END};
         peer_t *p = script_start(VIA_SOCKETPAIR, may ? st_may : st_verify);
         REQUIRE(p);
         mailtls_session *s = client_for(MAILTLS_PROTO_IMAP, may ? MAILTLS_POLICY_MAY : MAILTLS_POLICY_VERIFY, p->fd, NULL);
@@ -528,7 +528,7 @@ TEST(imap_preauth_under_may_with_credentials_defers_and_sends_nothing) {
 
 TEST(imap_alert_before_tls_is_a_warning_not_trusted_text) {
     static const struct step st[] = {SEND("* OK [ALERT] Your account expires: call +1 555 0100\r\n"),
-                                     EXPECT("MT1 CAPABILITY"), SEND("* CAPABILITY IMAP4rev1\r\nMT1 OK\r\n"), DRAIN(300), END};
+                                     EXPECT("MT1 CAPABILITY"), SEND("* CAPABILITY IMAP4rev1\r\nMT1 OK\r\n"), EXPECT_EOF, END};
     peer_t *p = script_start(VIA_SOCKETPAIR, st);
     REQUIRE(p);
     mailtls_session *s = client_for(MAILTLS_PROTO_IMAP, MAILTLS_POLICY_MAY, p->fd, NULL);
@@ -721,7 +721,7 @@ TEST(plaintext_on_an_implicit_tls_port_is_not_tls_even_under_may) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         /* The greeting is waiting in the socket before the client says anything; the
          * peer then reads the client's first bytes (its ClientHello) whenever they come. */
-        struct step st[] = {SEND(cases[i].greeting), READ_SOME, DRAIN(300), END};
+        struct step st[] = {SEND(cases[i].greeting), READ_SOME, EXPECT_EOF, END};
         peer_t *p = script_start(VIA_SOCKETPAIR, st);
         REQUIRE(p);
         mailtls_session *s = client_for(cases[i].proto, MAILTLS_POLICY_MAY, p->fd, NULL);

@@ -1324,7 +1324,10 @@ mailtls_result mailtls_session_set_start_rung(mailtls_session *s, uint32_t rung,
 /*
  Tells the session the application will send credentials (AUTH, LOGIN) after the
  negotiation: under policy may it then never ends in plaintext unless the config
- allows plaintext authentication.
+ allows plaintext authentication (`mailtls_config_builder_set_plaintext_auth` lists
+ exactly when that lets a password travel in clear), and an IMAP `PREAUTH` greeting
+ in plaintext ends in `MAILTLS_RESULT_PREAUTH_PLAINTEXT` with nothing sent. Whatever
+ the outcome, check `mailtls_report_preauthenticated` before logging in.
  */
 mailtls_result mailtls_session_set_will_authenticate(mailtls_session *s, bool on);
 

@@ -90,7 +90,8 @@ impl FdTransport {
                 return Ok(());
             }
             if rc == 0 {
-                return Err(io::Error::from_raw_os_error(libc::ETIMEDOUT));
+                // poll's milliseconds are rounded down: the deadline itself decides.
+                continue;
             }
             let e = io::Error::last_os_error();
             if e.kind() != io::ErrorKind::Interrupted {

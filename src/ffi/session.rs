@@ -313,7 +313,10 @@ pub extern "C" fn mailtls_session_set_start_rung(s: *mut mailtls_session, rung: 
 
 /// Tells the session the application will send credentials (AUTH, LOGIN) after the
 /// negotiation: under policy may it then never ends in plaintext unless the config
-/// allows plaintext authentication.
+/// allows plaintext authentication (`mailtls_config_builder_set_plaintext_auth` lists
+/// exactly when that lets a password travel in clear), and an IMAP `PREAUTH` greeting
+/// in plaintext ends in `MAILTLS_RESULT_PREAUTH_PLAINTEXT` with nothing sent. Whatever
+/// the outcome, check `mailtls_report_preauthenticated` before logging in.
 #[no_mangle]
 pub extern "C" fn mailtls_session_set_will_authenticate(s: *mut mailtls_session, on: bool) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {

@@ -334,6 +334,14 @@ impl Session {
         self.total_deadline().is_some_and(|d| Instant::now() >= d)
     }
 
+    /// Whether `e` ends the negotiation for want of time: the total deadline passed,
+    /// or the step that timed out was the one cut short by it (a transport may give up
+    /// a hair before the deadline it was told).
+    fn out_of_time(&self, e: &Error) -> bool {
+        self.total_expired()
+            || (e.code == Code::Timeout && self.deadline.is_some() && self.deadline == self.total_deadline())
+    }
+
     fn total_timeout_error(&self) -> Error {
         Error::new(
             Code::Timeout,
@@ -577,10 +585,7 @@ impl Session {
             if self.role == Role::Server && self.implicit {
                 // Nothing was pipelined after a STARTTLS here: the client speaks
                 // plaintext where TLS must begin at once.
-                self.note_hello(
-                    Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0, alert: 0, defect: "" },
-                    None,
-                );
+                self.note_hello(Hello::plaintext(), None);
                 self.cfg.hello_counts[HelloKind::Plaintext as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Err(Error::new(
                     Code::NotTls,
@@ -599,10 +604,7 @@ impl Session {
                     format!("plaintext from the server after its go reply, where its TLS handshake belongs: {shown:?}"),
                 ));
             }
-            self.note_hello(
-                Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0, alert: 0, defect: "" },
-                None,
-            );
+            self.note_hello(Hello::plaintext(), None);
             if self.cfg.injection == InjectionAction::Close {
                 return Err(Error::new(Code::CommandInjection, format!("plaintext after STARTTLS: {shown:?}")));
             }
@@ -877,7 +879,7 @@ impl Session {
             FailureClass::of_dialogue(e.code)
         };
         self.record_attempt(e.code, class);
-        if self.total_expired() {
+        if self.out_of_time(&e) {
             // No rung and no plaintext retry fits in a negotiation whose time is up.
             return Err(if e.code == Code::Timeout { self.total_timeout_error() } else { e });
         }

@@ -86,6 +86,13 @@ pub struct Hello {
     pub defect: &'static str,
 }
 
+impl Hello {
+    /// A plaintext protocol command where the hello belongs.
+    pub fn plaintext() -> Hello {
+        Hello { kind: HelloKind::Plaintext, record_version: 0, client_version: 0, sslv2_cipher_specs: 0, alert: 0, defect: "" }
+    }
+}
+
 /// The sniffer's answer for the bytes so far.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sniff {
