@@ -36,6 +36,7 @@ struct shared {
     int mail_executed;           /* fixture: number of MAIL commands it answered 250 */
     unsigned io_calls;           /* fixture: read+write callback calls (callback modes) */
     char tls_version[32];
+    int resumed;                 /* fixture: mailtls_report_resumed after STARTTLS */
 };
 
 typedef struct peer {

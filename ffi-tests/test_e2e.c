@@ -188,3 +188,35 @@ TEST(tls_session_ended_without_close_notify_reads_as_peer_closed_not_closed) {
     CHECK_RC(session_read_line(s, &lb, reply, sizeof reply), MAILTLS_RESULT_PEER_CLOSED);
     CHECK_PEER_OK(p);
 }
+
+/* Servers that fork a child per connection (Postfix's smtpd, mailtls-server) build
+ * the config once and fork after: a session ticket one child issued must open in
+ * the next child, which has issued none itself. */
+TEST(a_server_forked_after_building_its_config_resumes_the_session_an_earlier_child_began) {
+    static struct fixture_opts o;
+    memset(&o, 0, sizeof o);
+    o.cfg = server_cfg("localhost", NULL, 0);
+    o.proto = MAILTLS_PROTO_SMTP;
+    const mailtls_config *ccfg = client_cfg(MAILTLS_POLICY_ENCRYPT, NULL);
+    REQUIRE(o.cfg && ccfg);
+    for (int i = 0; i < 3; i++) {
+        peer_t *p = peer_start(VIA_TCP, fixture_server, &o); /* a new child, forked now */
+        REQUIRE(p);
+        mailtls_session *s = client_on_fd(ccfg, "localhost", p->fd);
+        REQUIRE(s);
+        REQUIRE_RC(mailtls_client_negotiate(s), MAILTLS_RESULT_OK);
+        const mailtls_report *r = mailtls_session_report(s);
+        CHECK_STREQ(mailtls_report_tls_version(r), "TLSv1.3");
+        /* The tickets come after the handshake: a command and its reply read them. */
+        struct linebuf lb = {0};
+        char reply[256];
+        CHECK_RC(session_command(s, &lb, "QUIT\r\n", reply, sizeof reply), MAILTLS_RESULT_OK);
+        CHECK_STREQ(reply, "221 2.0.0 bye\r\n");
+        CHECK_RC(session_read_line(s, &lb, reply, sizeof reply), MAILTLS_RESULT_CLOSED);
+        CHECK_PEER_OK(p);
+        CHECK_RC(p->sh->starttls_rc, MAILTLS_RESULT_OK);
+        if (mailtls_report_resumed(r) != (i > 0) || p->sh->resumed != (i > 0))
+            test_fail(__FILE__, __LINE__, "connection %d (child %d): client resumed=%d, server resumed=%d; expected %d",
+                      i + 1, (int)p->pid, mailtls_report_resumed(r), p->sh->resumed, i > 0);
+    }
+}

@@ -7,6 +7,7 @@ pub mod observe;
 pub mod provider;
 pub mod server;
 pub mod sniff;
+pub mod tickets;
 
 use crate::error::{Code, Error};
 
