@@ -251,6 +251,8 @@ void fixture_server(int fd, void *arg, struct shared *sh) {
     sh->discarded = mailtls_report_discarded_bytes(r);
     sh->outcome = mailtls_report_outcome(r);
     sh->io_calls = f->io.rcalls + f->io.wcalls;
+    sh->read_eagains = f->io.read_eagains;
+    sh->write_eagains = f->io.write_eagains;
     mailtls_session_free(f->s);
     f->s = NULL;
 }
