@@ -41,10 +41,12 @@ examples-test: lib examples
 	bash tests/examples/mailbox-junk.sh
 
 # Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
-# client) against mailtls-server, then real IMAP, POP3, NNTP and ManageSieve clients
+# client) against mailtls-server, session resumption across its forked children
+# (openssl, gnutls-cli), then real IMAP, POP3, NNTP and ManageSieve clients
 # (openssl s_client, curl, imaplib, poplib, nntplib); run.sh installs what they need.
 real-clients: lib examples
 	bash tests/real-clients/run.sh
+	bash tests/real-clients/resume.sh
 	bash tests/real-clients/protocols.sh
 
 # Postfix, Dovecot and INN from Debian's packages, run as the test's own processes on

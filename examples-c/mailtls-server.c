@@ -87,7 +87,8 @@ static void usage(FILE *f)
             "  --write-cert  write the generated certificate's PEM to FILE (a client's --cafile)\n"
             "  --timeout     idle timeout in seconds (default 300)\n"
             "  --max-size    largest message in bytes (default 10485760)\n"
-            "  --legacy-hello  SSLv2-compatible, SSL 3.0, TLS 1.0/1.1 hellos after STARTTLS:\n"
+            "  --legacy-hello  SSLv2-compatible, SSL 3.0, TLS 1.0/1.1 hellos (after STARTTLS,\n"
+            "                or first on an --implicit port):\n"
             "                refuse (default: the right alert, one log line) or handoff (to the\n"
             "                system OpenSSL, which completes the session; needs --cert/--key;\n"
             "                smtp and lmtp only)\n"
@@ -636,6 +637,30 @@ static bool cmd_data(struct conn *c, const char *arg, enum end_reason *why)
     return true;
 }
 
+/* After MAILTLS_RESULT_HANDOFF (a hello rustls does not serve, after STARTTLS or on
+ * an implicit-TLS port): OpenSSL continues from the bytes the library already read.
+ * 1: TLS is up through OpenSSL; -1: the connection must end. */
+static int hand_off(struct conn *c, enum end_reason *why)
+{
+    const uint8_t *pre = NULL;
+    size_t npre = 0;
+    mailtls_session_handoff_bytes(c->s, &pre, &npre);
+    c->legacy = legacy_accept(legacy, c->fd, pre, npre, opt.timeout, c->err, sizeof c->err);
+    if (!c->legacy) {
+        logmsg(c->peer, "handoff to OpenSSL failed: %s", c->err);
+        *why = END_TLS_FAILED;
+        return -1;
+    }
+    snprintf(c->lver, sizeof c->lver, "%s", legacy_version(c->legacy));
+    snprintf(c->lcipher, sizeof c->lcipher, "%s", legacy_cipher(c->legacy));
+    logmsg(c->peer, "%s hello handed off: OpenSSL negotiated %s %s",
+           mailtls_hello_name(mailtls_report_hello(mailtls_session_report(c->s))), legacy_version(c->legacy),
+           legacy_cipher(c->legacy));
+    c->tls = true;
+    lr_init(&c->lr, fill_legacy, c);
+    return 1;
+}
+
 int start_tls(struct conn *c, enum end_reason *why)
 {
     flush(c); /* our earlier replies go out before the library's go */
@@ -653,26 +678,8 @@ int start_tls(struct conn *c, enum end_reason *why)
         lr_init(&c->lr, fill_tls, c);
         return 1;
     }
-    if (rc == MAILTLS_RESULT_HANDOFF && legacy) {
-        /* A hello rustls does not serve: OpenSSL continues from the bytes already read. */
-        const uint8_t *pre = NULL;
-        size_t npre = 0;
-        mailtls_session_handoff_bytes(c->s, &pre, &npre);
-        c->legacy = legacy_accept(legacy, c->fd, pre, npre, opt.timeout, c->err, sizeof c->err);
-        if (!c->legacy) {
-            logmsg(c->peer, "handoff to OpenSSL failed: %s", c->err);
-            *why = END_TLS_FAILED;
-            return -1;
-        }
-        snprintf(c->lver, sizeof c->lver, "%s", legacy_version(c->legacy));
-        snprintf(c->lcipher, sizeof c->lcipher, "%s", legacy_cipher(c->legacy));
-        logmsg(c->peer, "%s hello handed off: OpenSSL negotiated %s %s",
-               mailtls_hello_name(mailtls_report_hello(mailtls_session_report(c->s))), legacy_version(c->legacy),
-               legacy_cipher(c->legacy));
-        c->tls = true;
-        lr_init(&c->lr, fill_legacy, c);
-        return 1;
-    }
+    if (rc == MAILTLS_RESULT_HANDOFF && legacy)
+        return hand_off(c, why);
     if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE ||
         rc == MAILTLS_RESULT_STARTTLS_NOT_ALLOWED) {
         /* The library sent the protocol's refusal itself: go on as before. */
@@ -805,14 +812,18 @@ static void serve(int fd, const char *peer)
     if (opt.implicit) {
         /* RFC 8314: the handshake comes first, the greeting goes out encrypted. */
         rc = mailtls_server_start_implicit(c->s);
-        if (rc != MAILTLS_RESULT_OK) {
+        if (rc == MAILTLS_RESULT_HANDOFF && legacy) {
+            if (hand_off(c, &why) < 0)
+                goto done;
+        } else if (rc != MAILTLS_RESULT_OK) {
             snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
             logmsg(peer, "implicit TLS failed: %s", c->err);
             why = END_TLS_FAILED;
             goto done;
+        } else {
+            c->tls = true;
+            lr_init(&c->lr, fill_tls, c);
         }
-        c->tls = true;
-        lr_init(&c->lr, fill_tls, c);
     }
     if (opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP) {
         serve_mailbox(c, &why);

@@ -205,6 +205,7 @@ void fixture_server(int fd, void *arg, struct shared *sh) {
                     child_failf(sh, "reset_required is false right after STARTTLS");
                 const char *v = mailtls_report_tls_version(mailtls_session_report(f->s));
                 snprintf(sh->tls_version, sizeof sh->tls_version, "%s", v ? v : "");
+                sh->resumed = mailtls_report_resumed(mailtls_session_report(f->s));
             } else if (rc != MAILTLS_RESULT_TLS_UNAVAILABLE) {
                 break; /* injection, handshake failure: close the connection */
             }
@@ -250,6 +251,8 @@ void fixture_server(int fd, void *arg, struct shared *sh) {
     sh->discarded = mailtls_report_discarded_bytes(r);
     sh->outcome = mailtls_report_outcome(r);
     sh->io_calls = f->io.rcalls + f->io.wcalls;
+    sh->read_eagains = f->io.read_eagains;
+    sh->write_eagains = f->io.write_eagains;
     mailtls_session_free(f->s);
     f->s = NULL;
 }

@@ -28,6 +28,7 @@ int32_t io_read(void *ud, uint8_t *buf, uintptr_t len, uintptr_t *out_n) {
         return c->read_errno;
     if (c->eagain_alternate && c->rcalls % 2 == 1) {
         c->eagains++;
+        c->read_eagains++;
         c->last_block = 'r';
         return EAGAIN;
     }
@@ -61,6 +62,7 @@ int32_t io_write(void *ud, const uint8_t *buf, uintptr_t len, uintptr_t *out_n) 
     c->wcalls++;
     if (c->eagain_alternate && c->wcalls % 2 == 1) {
         c->eagains++;
+        c->write_eagains++;
         c->last_block = 'w';
         return EAGAIN;
     }

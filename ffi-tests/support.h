@@ -35,7 +35,9 @@ struct shared {
     int wouldblocks;             /* fixture: WOULD_BLOCK results seen */
     int mail_executed;           /* fixture: number of MAIL commands it answered 250 */
     unsigned io_calls;           /* fixture: read+write callback calls (callback modes) */
+    unsigned read_eagains, write_eagains; /* fixture: EAGAINs its callbacks returned, by direction */
     char tls_version[32];
+    int resumed;                 /* fixture: mailtls_report_resumed after STARTTLS */
 };
 
 typedef struct peer {
@@ -105,6 +107,7 @@ struct io_ctx {
     size_t max_chunk;       /* move at most this many bytes per call (0: no limit) */
     int eagain_alternate;   /* EAGAIN on every other call (the first of each pair) */
     unsigned rcalls, wcalls, eagains;
+    unsigned read_eagains, write_eagains; /* eagains, by direction */
     char last_block;        /* 'r' or 'w': which callback returned EAGAIN last */
     int32_t read_errno;     /* return this from every read when non-zero */
     /* splice: serve canned bytes first, swallow writes until "STARTTLS\r\n" went by */

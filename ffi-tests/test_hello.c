@@ -146,8 +146,8 @@ struct served {
 
 /* The client's side writes `f` right after STARTTLS and then half-closes; the server
  * session runs mailtls_server_starttls on the other end. */
-static struct served serve_flight(const mailtls_config *cfg, const struct flight *f, enum io_mode mode,
-                                  const char *peer) {
+static struct served serve_flight_on(const mailtls_config *cfg, const struct flight *f, enum io_mode mode,
+                                     const char *peer, int implicit) {
     struct served r;
     memset(&r, 0, sizeof r);
     r.rc = MAILTLS_RESULT_PANIC;
@@ -176,7 +176,7 @@ static struct served serve_flight(const mailtls_config *cfg, const struct flight
         ctx->eagain_alternate = 1;
         CHECK_RC(mailtls_session_set_io(s, io_read, io_write, ctx), MAILTLS_RESULT_OK);
     }
-    r.rc = mailtls_server_starttls(s, NULL, 0);
+    r.rc = implicit ? mailtls_server_start_implicit(s) : mailtls_server_starttls(s, NULL, 0);
     for (int i = 0; r.rc == MAILTLS_RESULT_WOULD_BLOCK && i < 100000; i++)
         r.rc = mailtls_session_continue(s);
     /* A failure's alert that a non-blocking transport did not take stays queued. */
@@ -205,6 +205,11 @@ static struct served serve_flight(const mailtls_config *cfg, const struct flight
     shutdown(sv[1], SHUT_WR);
     r.nreply = raw_read_to_eof(sv[0], r.reply, sizeof r.reply);
     return r;
+}
+
+static struct served serve_flight(const mailtls_config *cfg, const struct flight *f, enum io_mode mode,
+                                  const char *peer) {
+    return serve_flight_on(cfg, f, mode, peer, 0);
 }
 
 static const char GO[] = "220 2.0.0 Ready to start TLS\r\n";
@@ -412,6 +417,44 @@ TEST(handoff_hands_over_exactly_the_bytes_read_and_leaves_the_rest_on_the_transp
             CHECK(r.nreply == strlen(GO));
         }
     }
+}
+
+/* RFC 8314 ports get the same legacy hellos as STARTTLS: the first bytes on the
+ * connection are the hello, and a handoff gives the application exactly those. */
+TEST(implicit_tls_hands_off_sslv2_compatible_and_tls10_hellos_with_exactly_the_bytes_read) {
+    mailtls_config_builder *b = server_builder("localhost", NULL, 0);
+    REQUIRE(b);
+    REQUIRE_RC(mailtls_config_builder_set_hello_action(b, MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_ACTION_HANDOFF),
+               MAILTLS_RESULT_OK);
+    REQUIRE_RC(mailtls_config_builder_set_hello_action(b, MAILTLS_HELLO_TLS10, MAILTLS_HELLO_ACTION_HANDOFF),
+               MAILTLS_RESULT_OK);
+    const mailtls_config *cfg = build_config(b);
+    REQUIRE(cfg);
+    const struct flight flights[] = {sslv2_hello(0x0301), sslv2_hello(0x0303), tls_hello(0x0301, 0x0301, 0, 1)};
+    const uint32_t kinds[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_TLS10};
+    for (size_t i = 0; i < 3; i++) {
+        for (int mode = 0; mode < 2; mode++) {
+            uint64_t before = mailtls_config_hello_count(cfg, kinds[i]);
+            struct served r = serve_flight_on(cfg, &flights[i], mode ? ONE_BYTE_EAGAIN : WHOLE_FD, "192.0.2.4:1025", 1);
+            CHECK_RC(r.rc, MAILTLS_RESULT_HANDOFF);
+            CHECK(r.hello == kinds[i]);
+            CHECK(r.outcome == MAILTLS_OUTCOME_HANDOFF);
+            CHECK(r.action == MAILTLS_HELLO_ACTION_HANDOFF);
+            CHECK(mailtls_config_hello_count(cfg, kinds[i]) == before + 1);
+            CHECK(r.nhandoff > 0 && r.nhandoff + r.nrest == flights[i].n);
+            CHECK(memcmp(r.handoff, flights[i].b, r.nhandoff) == 0);
+            CHECK(memcmp(r.rest, flights[i].b + r.nhandoff, r.nrest) == 0);
+            /* No go reply on an implicit port, and no alert: the client got nothing. */
+            if (r.nreply != 0)
+                test_fail(__FILE__, __LINE__, "flight %zu: the client got %s", i, show_bytes(r.reply, r.nreply));
+        }
+    }
+    /* Without handoff the same hellos are refused with their format's alert. */
+    const mailtls_config *refusing = server_cfg("localhost", NULL, 0);
+    REQUIRE(refusing);
+    struct served r = serve_flight_on(refusing, &flights[2], WHOLE_FD, "192.0.2.4:1025", 1);
+    CHECK_RC(r.rc, MAILTLS_RESULT_HELLO_REFUSED);
+    CHECK(r.nreply == sizeof TLS10_PROTOCOL_VERSION && memcmp(r.reply, TLS10_PROTOCOL_VERSION, r.nreply) == 0);
 }
 
 /* ---- command injection after STARTTLS, in one segment ---- */

@@ -8,6 +8,7 @@ pub mod provider;
 pub mod records;
 pub mod server;
 pub mod sniff;
+pub mod tickets;
 
 use crate::error::{Code, Error};
 

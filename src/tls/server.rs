@@ -62,10 +62,11 @@ pub fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
         .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Single(ck)));
-    // Stateless resumption tickets: the ticket key lives in the config, so a server
-    // that forks per connection (as MTAs do) or runs threads resumes sessions that
-    // another process or thread began; the in-memory session cache could not.
-    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?;
+    // Stateless resumption tickets: the ticket secret is drawn here, when the config
+    // is built, so a server that forks per connection (as MTAs do) or runs threads
+    // resumes sessions that another process or thread began; the in-memory session
+    // cache could not, nor can rustls' own ticketer (see `tls::tickets`).
+    cfg.ticketer = Arc::new(crate::tls::tickets::Tickets::new()?);
     Ok(Arc::new(cfg))
 }
 

@@ -3,6 +3,8 @@
 # s_client, curl, Python's smtplib and gnutls-cli each deliver a message over
 # STARTTLS; a legacy client (tlslite-ng) sends an SSLv2-compatible hello, which
 # --legacy-hello handoff completes through OpenSSL and the default refuses cleanly;
+# on an --implicit port the SSLv2-compatible and TLS 1.0 hellos of that client and
+# openssl s_client -tls1 are handed off and deliver too;
 # server-side memory lets that client's plaintext retry through, except under
 # --require-tls. Each message must land in the maildir and each connection's hello
 # format and TLS version must be in the server's JSON log. Prints a table.
@@ -141,6 +143,35 @@ timeout 30 "${LEGACY[@]}" "$PORT" a@test b@test >"$TMP/legacy2.out" 2>&1 || fail
 check "sslv2 client, handoff" "$LOG" 1 sslv2-compat 1
 [ "$(ls "$MD" | wc -l)" = 1 ] || fail "legacy handoff: no message in the maildir"
 l=$(conn_line "$LOG" 1); [ "$(field "$l" tls_version)" = TLSv1 ] || fail "handoff: OpenSSL's TLS version not in the log ($l)"
+
+# ---- the same legacy hellos first on an implicit-TLS port (RFC 8314) ----
+# sslv2_client.py speaks TLS from the first byte with --implicit; --tls-hello sends
+# a TLS 1.0 hello in the record format instead of the SSLv2-compatible one.
+start implicit-handoff --implicit --legacy-hello handoff
+IMPL_CONN=0 IMPL_MSGS=0
+implicit_legacy() {
+  local name=$1 want_hello=$2; shift 2
+  local out=$TMP/implicit-$IMPL_CONN.out
+  timeout 30 "$@" >"$out" 2>&1 || fail "$name: ($(cat "$out"))"
+  IMPL_CONN=$((IMPL_CONN+1)) IMPL_MSGS=$((IMPL_MSGS+1))
+  check "$name" "$LOG" $IMPL_CONN "$want_hello" 1
+  local l; l=$(conn_line "$LOG" $IMPL_CONN)
+  [ "$(field "$l" hello_action)" = handoff ] || fail "$name: not handed off ($l)"
+  [ "$(field "$l" tls_version)" = TLSv1 ] || fail "$name: OpenSSL's TLS 1.0 not in the log ($l)"
+  [ "$(ls "$MD" | wc -l)" = $IMPL_MSGS ] || fail "$name: no message in the maildir"
+}
+implicit_legacy "sslv2 client, implicit" sslv2-compat "${LEGACY[@]}" "$PORT" a@test b@test --implicit
+implicit_legacy "tls1.0 client, implicit" tls1.0 "${LEGACY[@]}" "$PORT" a@test b@test --implicit --tls-hello
+# openssl s_client -tls1, where the system OpenSSL still allows TLS 1.0 at security
+# level 0 (Debian's does): asked of OpenSSL itself, not of the server under test.
+if [ -n "$(openssl ciphers -s -tls1 'DEFAULT:@SECLEVEL=0' 2>/dev/null)" ]; then
+  printf 'EHLO openssl.test\r\nMAIL FROM:<a@test>\r\nRCPT TO:<b@test>\r\nDATA\r\nSubject: from openssl -tls1\r\n\r\nhello\r\n.\r\nQUIT\r\n' \
+    >"$TMP/tls1-dialogue"
+  implicit_legacy "openssl -tls1, implicit" tls1.0 sh -c 'exec openssl s_client -tls1 -cipher "DEFAULT:@SECLEVEL=0" \
+    -connect "127.0.0.1:$1" -quiet <"$2"' sh "$PORT" "$TMP/tls1-dialogue"
+else
+  ROWS+=("$(printf '%-26s %s' "openssl -tls1, implicit" "skipped: the system OpenSSL has no TLS 1.0 cipher at security level 0")")
+fi
 
 # ---- server-side memory: fail once, then plaintext gets through; not under require-TLS ----
 start memory --memory "$TMP/server-memory"
