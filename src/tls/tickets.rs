@@ -14,6 +14,15 @@
 //! after the fork; rotation is a pure function of the clock. A ticket is
 //! `period (8 bytes) || nonce (12) || AES-256-GCM(state) || tag (16)`, the period
 //! authenticated as associated data; it opens during its period and the next one.
+//!
+//! The price, stated plainly: every period's key follows from the master secret, which
+//! lives as long as the config. Someone who reads a server process's memory can open
+//! every ticket the config ever issued (and so learn the resumption secrets of those
+//! sessions), where rustls' ticketer would expose the last twelve hours. That is the
+//! same exposure as OpenSSL's default (one random ticket key per SSL_CTX, never
+//! rotated), which the forking MTAs this serves run today; a server that wants it
+//! bounded rebuilds its config (a reload) at the interval it chooses, and that draws a
+//! new secret.
 
 use aws_lc_rs::aead::{Aad, Nonce, RandomizedNonceKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hkdf;
