@@ -28,7 +28,7 @@ for a in "$@"; do
   esac
 done
 if [ ${#targets[@]} -eq 0 ]; then
-  mapfile -t targets < <(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v '^mailtls-fuzz$')
+  mapfile -t targets < <(awk '/^\[\[bin\]\]/ { b = 1; next } b && /^name = / { gsub(/"/, "", $3); print $3; b = 0 }' Cargo.toml)
 fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || bash ../scripts/install-deps.sh
