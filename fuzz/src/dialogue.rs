@@ -18,6 +18,9 @@
 //! - every command the client sends is one line ending in CRLF (no peer byte can add a
 //!   command);
 //! - a go followed by any byte already received is a reply injection, never a go;
+//! - only the exact go reply is a go (SMTP/LMTP `220`, IMAP `OK` with our own tag,
+//!   POP3 `+OK`, NNTP `382`, ManageSieve `OK`), and an SMTP refusal is temporary for a
+//!   4xx, permanent for a 5xx, "not a go" for anything else;
 //! - after TLS the capabilities come from the protected bytes only: each capability's
 //!   first word appears in them;
 //! - an implicit-TLS dialogue never asks the policy and never gets a go;
@@ -157,6 +160,11 @@ pub fn run(proto: Proto, implicit: bool, input: &Input<'_>, chunk: usize) -> Out
             }
             ClientAction::Go => {
                 assert!(!implicit && !in_tls, "a go without a STARTTLS outstanding");
+                let sent = events.iter().rev().find_map(|e| match e {
+                    Event::Send(c) => Some(c.as_slice()),
+                    _ => None,
+                });
+                assert_exact_go(proto, sent.unwrap_or(b""), last_line(&data[..pos]));
                 if pos < data.len() {
                     // The session has read these bytes with the go reply: an injection.
                     events.push(Event::Error(Code::ReplyInjection));
@@ -177,6 +185,15 @@ pub fn run(proto: Proto, implicit: bool, input: &Input<'_>, chunk: usize) -> Out
                     "a refusal with code {:?}",
                     e.code
                 );
+                // One byte at a time, the refusing line is the last one fed.
+                if chunk == 1 && matches!(proto, Proto::Smtp | Proto::Lmtp) {
+                    let expected = match last_line(&data[..pos]).first() {
+                        Some(b'4') => Code::StarttlsRefusedTemporary,
+                        Some(b'5') => Code::StarttlsRefusedPermanent,
+                        _ => Code::StarttlsBadReply,
+                    };
+                    assert_eq!(e.code, expected, "SMTP refusal {:?}", last_line(&data[..pos]));
+                }
                 events.push(Event::Refused(e.code));
                 d.finish_plain();
             }
@@ -216,6 +233,42 @@ pub fn run(proto: Proto, implicit: bool, input: &Input<'_>, chunk: usize) -> Out
         }
     }
     Outcome { events, caps, warnings, preauth: d.preauth(), unread }
+}
+
+/// The last complete line of what was fed, without its line ending.
+fn last_line(fed: &[u8]) -> &[u8] {
+    let body = fed.strip_suffix(b"\n").unwrap_or(fed);
+    let body = body.strip_suffix(b"\r").unwrap_or(body);
+    match body.iter().rposition(|&b| b == b'\n') {
+        Some(i) => &body[i + 1..],
+        None => body,
+    }
+}
+
+/// Only the exact go reply starts TLS (DESIGN.md: SMTP/LMTP `220`, IMAP tagged `OK`
+/// with our tag, POP3 `+OK`, NNTP `382`, ManageSieve `OK`); `sent` is the STARTTLS command.
+fn assert_exact_go(proto: Proto, sent: &[u8], line: &[u8]) {
+    let word_then = |w: &[u8], ends: &[u8]| {
+        line.len() >= w.len()
+            && line[..w.len()].eq_ignore_ascii_case(w)
+            && line.get(w.len()).is_none_or(|b| ends.contains(b))
+    };
+    let ok = match proto {
+        Proto::Smtp | Proto::Lmtp => word_then(b"220", b" "),
+        Proto::Nntp => word_then(b"382", b" "),
+        Proto::Pop3 => word_then(b"+OK", b" \t"),
+        Proto::Sieve => {
+            let l = &line[line.iter().take_while(|&&b| b == b' ' || b == b'\t').count()..];
+            l.len() >= 2 && l[..2].eq_ignore_ascii_case(b"OK") && l.get(2).is_none_or(|b| b" \t\"".contains(b))
+        }
+        Proto::Imap => {
+            let tag = sent.split(|&b| b == b' ').next().unwrap_or(b"");
+            let mut go = tag.to_vec();
+            go.extend_from_slice(b" OK");
+            !tag.is_empty() && word_then(&go, b" ")
+        }
+    };
+    assert!(ok, "a go on {:?} after {:?}", String::from_utf8_lossy(line), String::from_utf8_lossy(sent));
 }
 
 /// The target body: every property above, for one protocol.
