@@ -229,7 +229,11 @@ pub fn run(data: &[u8]) {
     // driven again unless MAILTLS_FUZZ_REDRIVE is set: the session goes on with a
     // handshake after `mailtls_session_close`, which a rustls debug assertion catches
     // (fuzz/regressions/README.md), and that would stop every run at the first find.
-    let redrive = std::env::var_os("MAILTLS_FUZZ_REDRIVE").is_some();
+    // MAILTLS_FUZZ_REDRIVE=failed re-drives after a failure only, any other value after
+    // a close too.
+    let redrive_env = std::env::var("MAILTLS_FUZZ_REDRIVE").ok();
+    let redrive = redrive_env.is_some();
+    let redrive_close = redrive_env.as_deref().is_some_and(|v| v != "failed");
     let mut ended = false;
     let trace = std::env::var_os("MAILTLS_FUZZ_TRACE").is_some();
     let drive = |ended: &mut bool, r: Code| {
@@ -244,7 +248,11 @@ pub fn run(data: &[u8]) {
     let mut steps = 0;
     while !o.done() && steps < 96 {
         steps += 1;
-        match o.byte() % 16 {
+        let op = o.byte() % 16;
+        if trace {
+            eprintln!("mailtls-fuzz: op {op}");
+        }
+        match op {
             0 => {
                 if server {
                     let n = o.byte() as usize % 48;
@@ -288,7 +296,7 @@ pub fn run(data: &[u8]) {
             }
             5 => {
                 known(mailtls_session_close(s));
-                ended = !redrive;
+                ended |= !redrive_close;
             }
             6 => {
                 let _ = mailtls_session_wants_read(s);
