@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every fuzz target once (cargo fuzz, libFuzzer, no sanitizer: works on stable
 # rustc), then runs each for FUZZ_SECONDS (default 60) and prints, per target, the
-# executions, executions per second, the time run and the crashes found. Exits 1 when
+# executions, executions per second, the time run, the coverage (libFuzzer's edge
+# count), the corpus size and the crashes found. Exits 1 when
 # any target found a crash, a hang (over FUZZ_TIMEOUT seconds for one input) or an
 # out-of-memory (over FUZZ_RSS_MB).
 #
@@ -47,7 +48,7 @@ echo "run.sh: built in $((built - start)) s; ${seconds} s per target"
 
 failed=0
 summary="$here/work/summary.txt"
-printf '%-16s %12s %10s %8s %8s  %s\n' target executions exec/s seconds crashes result | tee "$summary"
+printf '%-16s %12s %10s %8s %6s %6s %8s  %s\n' target executions exec/s seconds cov corpus crashes result | tee "$summary"
 for t in "${targets[@]}"; do
   bin="target/$triple/release/$t"
   [ -x "$bin" ] || { echo "run.sh: no target $t" >&2; exit 64; }
@@ -61,15 +62,18 @@ for t in "${targets[@]}"; do
     -max_len=4096 -print_final_stats=1 -artifact_prefix="artifacts/$t/" >"$log" 2>&1 || rc=$?
   t1=$(date +%s.%N)
   after=$(find "artifacts/$t" -type f | wc -l)
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
-  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1 || true)
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1 || true)
+  cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
+  corp=$(grep -oE 'corp: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
   new=$((after - before))
   result=ok
   if [ "$rc" -ne 0 ] || [ "$new" -gt 0 ]; then
     result="FAILED (exit $rc): $(grep -m1 -E 'panicked at|ERROR: libFuzzer|SUMMARY' "$log" || echo 'see log') -> $log"
     failed=1
   fi
-  printf '%-16s %12s %10s %8.1f %8s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "$(awk "BEGIN{print $t1 - $t0}")" "$new" "$result" | tee -a "$summary"
+  printf '%-16s %12s %10s %8.1f %6s %6s %8s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "$(awk "BEGIN{print $t1 - $t0}")" \
+    "${cov:-?}" "${corp:-?}" "$new" "$result" | tee -a "$summary"
 done
 open=$(find regressions -type f ! -name '*.md' 2>/dev/null | wc -l)
 echo "run.sh: total $(( $(date +%s) - start )) s; $open open reproducer(s) in fuzz/regressions (not run: see fuzz/regressions/README.md)"
