@@ -7,7 +7,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke demo test clean
+.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
 
 all: lib examples
 
@@ -62,10 +62,20 @@ bench: deps
 bench-smoke: deps
 	bash bench/run.sh --quick
 
+# Coverage-guided fuzzing (fuzz/run.sh, cargo-fuzz with libFuzzer, stable rustc):
+# every target for FUZZ_SECONDS (default 60) each; the smoke run gives each 5 seconds.
+# Fails when a target finds a crash, a hang or an out-of-memory (fuzz/artifacts/).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh
+
+fuzz-smoke: deps
+	bash fuzz/run.sh --smoke
+
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke fuzz-smoke
 	@echo "make test: all suites passed"
 
 clean:

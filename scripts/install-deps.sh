@@ -6,6 +6,7 @@ set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have gcc || need+=(gcc)
+have g++ || need+=(g++)   # libFuzzer (fuzz/), compiled by libfuzzer-sys
 have make || need+=(make)
 have valgrind || need+=(valgrind)
 have git || need+=(git)
@@ -29,4 +30,10 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 have cargo || { echo "install-deps: cargo (Rust toolchain) is required and cannot be installed here" >&2; exit 1; }
+# The fuzz targets (make fuzz, make fuzz-smoke) build with cargo-fuzz from crates.io;
+# (libFuzzer itself is compiled from source by libfuzzer-sys, hence g++ above).
+if ! have cargo-fuzz; then
+  echo "install-deps: installing cargo-fuzz from crates.io"
+  cargo install cargo-fuzz --locked
+fi
 echo "install-deps: ok"

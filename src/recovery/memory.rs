@@ -195,6 +195,40 @@ pub fn parse_line(line: &str) -> std::result::Result<(Key, Record), String> {
     Ok((Key::new(proto, host, port), rec))
 }
 
+/// Parses the text of a memory file: the records it holds, and the problems met (each
+/// starting with `:LINE: ` or `: `, to follow the file's name). A foreign, non-UTF-8 or
+/// headerless file gives no record; a bad line is skipped; a last line without its
+/// line feed (a writer cut short) is ignored.
+pub fn parse_file(data: &[u8]) -> (Vec<(Key, Record)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let Ok(text) = std::str::from_utf8(data) else {
+        problems.push(": not a memory file (not UTF-8); ignored".to_string());
+        return (Vec::new(), problems);
+    };
+    let mut lines = text.split('\n');
+    if lines.next() != Some(FILE_MAGIC) {
+        problems.push(format!(": not a memory file (no {FILE_MAGIC:?} header); ignored"));
+        return (Vec::new(), problems);
+    }
+    let mut out = Vec::new();
+    let complete = text.ends_with('\n');
+    let all: Vec<&str> = lines.collect();
+    for (i, line) in all.iter().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if !complete && i == all.len() - 1 {
+            problems.push(": truncated last line ignored".to_string());
+            break;
+        }
+        match parse_line(line) {
+            Ok(kr) => out.push(kr),
+            Err(e) => problems.push(format!(":{}: {e}; line ignored", i + 2)),
+        }
+    }
+    (out, problems)
+}
+
 /// Lifetimes, in seconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Lifetimes {
@@ -487,32 +521,11 @@ impl Memory {
                 return Vec::new();
             }
         };
-        let Ok(text) = String::from_utf8(data) else {
-            self.problem(format!("{}: not a memory file (not UTF-8); ignored", path.display()));
-            return Vec::new();
-        };
-        let mut lines = text.split('\n');
-        if lines.next() != Some(FILE_MAGIC) {
-            self.problem(format!("{}: not a memory file (no {FILE_MAGIC:?} header); ignored", path.display()));
-            return Vec::new();
+        let (records, problems) = parse_file(&data);
+        for p in problems {
+            self.problem(format!("{}{p}", path.display()));
         }
-        let mut out = Vec::new();
-        let complete = text.ends_with('\n');
-        let all: Vec<&str> = lines.collect();
-        for (i, line) in all.iter().enumerate() {
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            if !complete && i == all.len() - 1 {
-                self.problem(format!("{}: truncated last line ignored", path.display()));
-                break;
-            }
-            match parse_line(line) {
-                Ok(kr) => out.push(kr),
-                Err(e) => self.problem(format!("{}:{}: {e}; line ignored", path.display(), i + 2)),
-            }
-        }
-        out
+        records
     }
 
     /// Writes the file: an exclusive lock, a merge with what other processes wrote
