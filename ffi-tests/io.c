@@ -91,6 +91,7 @@ int32_t io_write(void *ud, const uint8_t *buf, uintptr_t len, uintptr_t *out_n) 
     if (n < 0)
         return (errno == EAGAIN || errno == EWOULDBLOCK) ? ETIMEDOUT : errno;
     *out_n = (uintptr_t)n;
+    c->written += (size_t)n;
     return 0;
 }
 

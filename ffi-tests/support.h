@@ -115,6 +115,7 @@ struct io_ctx {
     size_t ncanned, canned_pos;
     int swallow_until_starttls;
     char wtail[16];
+    size_t written; /* bytes the write callback sent to the socket */
     size_t ntap; /* raw bytes received through the callbacks */
     unsigned char tap[128 * 1024];
 };

@@ -510,3 +510,42 @@ TEST(a_pipe_descriptor_is_written_like_a_socket) {
     close(p[0]);
     close(p[1]);
 }
+
+/* Found by the ffi_session fuzz target: a close in the middle of a handshake used to
+ * leave the session handshaking, so the next call went on with rustls after its own
+ * close_notify (a rustls assertion, MAILTLS_RESULT_PANIC, in a debug build). A close
+ * during the negotiation ends it: nothing more of the hello goes out, and every later
+ * call says the session was closed. */
+TEST(close_during_the_handshake_ends_the_negotiation_and_sends_nothing_more) {
+    for (int server_first = 0; server_first < 2; server_first++) {
+        static const struct step st[] = {EXPECT_EOF, END};
+        peer_t *p = script_start(VIA_SOCKETPAIR, st);
+        REQUIRE(p);
+        const mailtls_config *cfg = client_cfg(MAILTLS_POLICY_MAY, NULL);
+        REQUIRE(cfg);
+        mailtls_session *s = NULL;
+        REQUIRE_RC(mailtls_client_new(cfg, MAILTLS_PROTO_SMTP, "localhost", 465, &s), MAILTLS_RESULT_OK);
+        defer_session(s);
+        struct io_ctx *ctx = io_new(p->fd);
+        ctx->max_chunk = 1;
+        ctx->eagain_alternate = 1;
+        CHECK_RC(mailtls_session_set_io(s, io_read, io_write, ctx), MAILTLS_RESULT_OK);
+        CHECK_RC(mailtls_session_set_implicit_tls(s, true), MAILTLS_RESULT_OK);
+        /* The hello is under way: the first write callback was refused, or took a few bytes. */
+        CHECK_RC(mailtls_client_negotiate(s), MAILTLS_RESULT_WOULD_BLOCK);
+        if (server_first)
+            CHECK_RC(mailtls_session_continue(s), MAILTLS_RESULT_WOULD_BLOCK);
+        size_t sent = ctx->written;
+        CHECK_RC(mailtls_session_close(s), MAILTLS_RESULT_OK);
+        CHECK_RC(mailtls_client_negotiate(s), MAILTLS_RESULT_INVALID_STATE);
+        CHECK_RC(mailtls_session_continue(s), MAILTLS_RESULT_INVALID_STATE);
+        CHECK(strstr(mailtls_session_last_error(s), "closed the session during the negotiation") != NULL);
+        CHECK_OUTCOME(mailtls_session_report(s), MAILTLS_OUTCOME_DEFER);
+        CHECK(!mailtls_session_tls_active(s));
+        CHECK(ctx->written == sent); /* not one more byte of the hello, no alert */
+        CHECK_RC(mailtls_session_close(s), MAILTLS_RESULT_OK);
+        CHECK(ctx->written == sent);
+        CHECK_PEER_OK(p);
+        CHECK(p->sh->nrecv == sent);
+    }
+}

@@ -127,6 +127,25 @@ put("sniff", "openssl3-tls13", real_hello)
 put("sniff", "plaintext", b"EHLO x\r\n")
 put("sniff", "unknown", bytes([0x00, 0xFF, 0x13, 0x37]))
 
+
+def fragmented(one_record, sizes):
+    """The handshake message of a one-record hello re-cut into records of `sizes`
+    bytes (the last size repeats), as RFC 8446 section 5.1 allows."""
+    hdr, msg, out, i = one_record[:3], one_record[5:], b"", 0
+    while msg:
+        n = min(sizes[min(i, len(sizes) - 1)], len(msg))
+        out += hdr + struct.pack(">H", n) + msg[:n]
+        msg, i = msg[n:], i + 1
+    return out
+
+
+put("sniff", "tls13-records-3-then-rest", fragmented(tls_hello(0x0301, 0x0303, True, True), [3, 1000]))
+put("sniff", "tls13-records-of-1", fragmented(tls_hello(0x0301, 0x0303, True, True), [1]))
+put("sniff", "openssl3-records-of-64", fragmented(real_hello, [5, 64]))
+put("sniff", "client-version-0401", tls_hello(0x0301, 0x0401, False, True))
+put("sniff", "client-version-fefe", tls_hello(0x0301, 0xFEFE, False, False))
+put("sniff", "appdata-first", bytes([0x17, 0x03, 0x03, 0x00, 0x01, 0x00]))
+
 # --- memory file and store records (the format Memory writes) ---------------------
 mem = (
     b"mailtls-memory 1\n"

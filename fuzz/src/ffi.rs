@@ -225,23 +225,12 @@ pub fn run(data: &[u8]) {
     // Without operations, the usual life of a session.
     let default_ops: &[u8] = if server { &[7, 0, 1, 1, 2, 3, 4, 5] } else { &[0, 1, 1, 1, 2, 3, 4, 5] };
     let mut o = Ops { b: if ops.is_empty() { default_ops } else { ops }, i: 0 };
-    // A session that was closed, or whose negotiation ended in an error, is not
-    // driven again unless MAILTLS_FUZZ_REDRIVE is set: the session goes on with a
-    // handshake after `mailtls_session_close`, which a rustls debug assertion catches
-    // (fuzz/regressions/README.md), and that would stop every run at the first find.
-    // MAILTLS_FUZZ_REDRIVE=failed re-drives after a failure only, any other value after
-    // a close too.
-    let redrive_env = std::env::var("MAILTLS_FUZZ_REDRIVE").ok();
-    let redrive = redrive_env.is_some();
-    let redrive_close = redrive_env.as_deref().is_some_and(|v| v != "failed");
-    let mut ended = false;
+    // Every operation is tried in every state, a closed or failed session included:
+    // each must answer with a code (a closed or failed negotiation stays failed).
     let trace = std::env::var_os("MAILTLS_FUZZ_TRACE").is_some();
-    let drive = |ended: &mut bool, r: Code| {
+    let drive = |r: Code| {
         if trace {
             eprintln!("mailtls-fuzz: negotiation step: {r:?}");
-        }
-        if !matches!(r, Code::Ok | Code::WouldBlock) {
-            *ended = !redrive;
         }
         r
     };
@@ -257,17 +246,13 @@ pub fn run(data: &[u8]) {
                 if server {
                     let n = o.byte() as usize % 48;
                     let extra = o.bytes(n).to_vec();
-                    if !ended {
-                        drive(&mut ended, known(mailtls_server_starttls(s, extra.as_ptr(), extra.len())));
-                    }
-                } else if !ended {
-                    drive(&mut ended, known(mailtls_client_negotiate(s)));
+                    drive(known(mailtls_server_starttls(s, extra.as_ptr(), extra.len())));
+                } else {
+                    drive(known(mailtls_client_negotiate(s)));
                 }
             }
             1 => {
-                if !ended {
-                    drive(&mut ended, known(mailtls_session_continue(s)));
-                }
+                drive(known(mailtls_session_continue(s)));
             }
             2 => {
                 let len = o.byte() as usize * 5;
@@ -296,7 +281,6 @@ pub fn run(data: &[u8]) {
             }
             5 => {
                 known(mailtls_session_close(s));
-                ended |= !redrive_close;
             }
             6 => {
                 let _ = mailtls_session_wants_read(s);
@@ -366,9 +350,7 @@ pub fn run(data: &[u8]) {
                 mailtls_session_free(std::ptr::null_mut());
             }
             10 => {
-                if !ended {
-                    drive(&mut ended, known(mailtls_server_start_implicit(s)));
-                }
+                drive(known(mailtls_server_start_implicit(s)));
             }
             11 => {
                 let mut out: *const u8 = std::ptr::null();
@@ -397,11 +379,8 @@ pub fn run(data: &[u8]) {
             _ => {
                 // Negotiate or continue until the transport has nothing more.
                 for _ in 0..8 {
-                    if ended {
-                        break;
-                    }
                     let r = if server { known(mailtls_session_continue(s)) } else { known(mailtls_client_negotiate(s)) };
-                    if drive(&mut ended, r) != Code::WouldBlock {
+                    if drive(r) != Code::WouldBlock {
                         break;
                     }
                 }

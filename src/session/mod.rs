@@ -1711,10 +1711,20 @@ impl Session {
         self.flush_out()
     }
 
-    /// Sends TLS close_notify (when TLS is active) and flushes. After a fatal TLS error
-    /// nothing is sent: a close_notify would tell the peer the close was orderly.
+    /// Sends TLS close_notify (when TLS is established) and flushes. After a fatal TLS
+    /// error nothing is sent: a close_notify would tell the peer the close was orderly.
+    /// A close during the negotiation ends it: the session fails, and nothing more is
+    /// read or sent for the handshake (rustls would otherwise go on after its own
+    /// close_notify, on a connection the application gave up).
     pub fn close(&mut self) -> Result<()> {
-        if let Some(conn) = self.tls.as_mut().filter(|_| !self.tls_fatal) {
+        if matches!(self.stage, Stage::Dialogue | Stage::ClientHandshake | Stage::ServerHandshake) {
+            let _ = self.fail(Error::new(Code::InvalidState, "the application closed the session during the negotiation"));
+            // Nothing queued for the handshake (the rest of a hello) goes out any more.
+            self.plain_out.clear();
+            self.tls = None;
+            return Ok(());
+        }
+        if let Some(conn) = self.tls.as_mut().filter(|_| !self.tls_fatal && self.stage == Stage::Established) {
             conn.send_close_notify();
         }
         if self.io.is_some() {
