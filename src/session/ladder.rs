@@ -90,65 +90,87 @@ impl Session {
         if class == FailureClass::Attack || e.code == Code::NotTls {
             return Err(e);
         }
-        let mv = classify::next_move(&classify::Facts { code: e.code, rung, sni: self.sni, flight: &self.flight }, class);
-        if let Some(mv) = mv {
-            if let Some(m) = &memory {
-                if !m.fallback_allowed(&key, rung) {
-                    self.memo(format!("downgrade suspected: the peer accepted rung {} recently; no fallback", rung.name()));
-                    return Err(Error::new(
-                        Code::DowngradeSuspected,
-                        format!("{} at rung {}, which this peer accepted recently: refusing to fall back ({})", class.name(), rung.name(), e.detail),
-                    ));
-                }
-                if mv.rung == Rung::Tls12 && m.get(&key).tls13.is_some() {
-                    // A peer that proved it speaks TLS 1.3 (negotiated it, or sent the
-                    // sentinel) is never offered a hello without TLS 1.3 again.
-                    self.memo("downgrade suspected: the peer proved it speaks TLS 1.3; no TLS 1.2-only hello".into());
-                    return Err(Error::new(
-                        Code::DowngradeSuspected,
-                        format!("{} at rung {} from a peer known to speak TLS 1.3: refusing a TLS 1.2-only hello ({})", class.name(), rung.name(), e.detail),
-                    ));
-                }
-                m.record_intolerance(&key, rung, class);
-                self.memo(format!("recorded {} at rung {}", class.name(), rung.name()));
-                if !mv.sni && self.sni {
-                    m.record_sni_off(&key);
-                    self.memo("recorded: leave SNI out".into());
+        match classify::next_move(&classify::Facts { code: e.code, rung, sni: self.sni, flight: &self.flight }, class) {
+            Some(mv) => self.move_down(e, class, rung, mv),
+            None => self.ladder_floor(e, class),
+        }
+    }
+
+    /// A failure the ladder answers with a more conservative hello: memory may refuse
+    /// it as a downgrade; else the next attempt starts on a new connection (or the
+    /// caller is asked to make one), within the connection bound.
+    fn move_down(&mut self, e: Error, class: FailureClass, rung: Rung, mv: classify::Move) -> Result<()> {
+        self.record_fallback(&e, class, rung, mv)?;
+        let mut next = mv;
+        if self.reprobe {
+            // A failed re-probe goes back to what memory knew worked.
+            if let Some(m) = self.memory() {
+                let plan = m.plan(&self.key());
+                if plan.rung > next.rung {
+                    next.rung = plan.rung;
                 }
             }
-            let mut next = mv;
-            if self.reprobe {
-                // A failed re-probe goes back to what memory knew worked.
-                if let Some(m) = &memory {
-                    let plan = m.plan(&key);
-                    if plan.rung > next.rung {
-                        next.rung = plan.rung;
-                    }
-                }
-                self.reprobe = false;
-            }
-            self.log(
-                LogLevel::Warn,
-                &format!("{} at rung {} ({}): next rung {}{}", class.name(), rung.name(), e.detail, next.rung.name(), if next.sni { "" } else { " without SNI" }),
-            );
-            if self.connector.is_none() {
-                self.report.retry_rung = Some(next.rung);
-                self.report.retry_without_sni = !next.sni;
-                return Err(Error::new(
-                    Code::RetryNeeded,
-                    format!("{}; retry on a new connection with rung {}", e.detail, next.rung.name()),
-                ));
-            }
-            if self.connections < self.cfg.max_connections {
-                self.reconnect()?;
-                self.begin_attempt(next.rung, next.sni, false);
-                return Ok(());
-            }
-            return self.plaintext_fallback(Error::new(
-                Code::LadderExhausted,
-                format!("connection bound ({}) reached: {}", self.cfg.max_connections, e.detail),
+            self.reprobe = false;
+        }
+        self.log(
+            LogLevel::Warn,
+            &format!("{} at rung {} ({}): next rung {}{}", class.name(), rung.name(), e.detail, next.rung.name(), if next.sni { "" } else { " without SNI" }),
+        );
+        if self.connector.is_none() {
+            self.report.retry_rung = Some(next.rung);
+            self.report.retry_without_sni = !next.sni;
+            return Err(Error::new(
+                Code::RetryNeeded,
+                format!("{}; retry on a new connection with rung {}", e.detail, next.rung.name()),
             ));
         }
+        if self.connections < self.cfg.max_connections {
+            self.reconnect()?;
+            self.begin_attempt(next.rung, next.sni, false);
+            return Ok(());
+        }
+        self.plaintext_fallback(Error::new(
+            Code::LadderExhausted,
+            format!("connection bound ({}) reached: {}", self.cfg.max_connections, e.detail),
+        ))
+    }
+
+    /// Memory's say on a move down: refused as a suspected downgrade when the peer
+    /// accepted this rung recently or proved it speaks TLS 1.3 (for a TLS 1.2-only
+    /// hello); else the intolerance (and an SNI switch) is recorded.
+    fn record_fallback(&mut self, e: &Error, class: FailureClass, rung: Rung, mv: classify::Move) -> Result<()> {
+        let Some(m) = self.memory() else { return Ok(()) };
+        let key = self.key();
+        if !m.fallback_allowed(&key, rung) {
+            self.memo(format!("downgrade suspected: the peer accepted rung {} recently; no fallback", rung.name()));
+            return Err(Error::new(
+                Code::DowngradeSuspected,
+                format!("{} at rung {}, which this peer accepted recently: refusing to fall back ({})", class.name(), rung.name(), e.detail),
+            ));
+        }
+        if mv.rung == Rung::Tls12 && m.get(&key).tls13.is_some() {
+            // A peer that proved it speaks TLS 1.3 (negotiated it, or sent the
+            // sentinel) is never offered a hello without TLS 1.3 again.
+            self.memo("downgrade suspected: the peer proved it speaks TLS 1.3; no TLS 1.2-only hello".into());
+            return Err(Error::new(
+                Code::DowngradeSuspected,
+                format!("{} at rung {} from a peer known to speak TLS 1.3: refusing a TLS 1.2-only hello ({})", class.name(), rung.name(), e.detail),
+            ));
+        }
+        m.record_intolerance(&key, rung, class);
+        self.memo(format!("recorded {} at rung {}", class.name(), rung.name()));
+        if !mv.sni && self.sni {
+            m.record_sni_off(&key);
+            self.memo("recorded: leave SNI out".into());
+        }
+        Ok(())
+    }
+
+    /// A failure with no rung left to try: what the peer is recorded as, and plaintext
+    /// where the policy allows it.
+    fn ladder_floor(&mut self, e: Error, class: FailureClass) -> Result<()> {
+        let memory = self.memory();
+        let key = self.key();
         match class {
             FailureClass::Intolerance => {
                 // The floor failed too: nothing rustls can offer works with this peer.
