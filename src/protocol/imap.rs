@@ -135,91 +135,106 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The greeting: OK or PREAUTH (with or without capabilities), or BYE.
+    fn on_greeting(&mut self, line: &[u8], r: Response<'_>) -> Result<Step> {
+        let Response::Untagged { keyword, rest } = r else {
+            return Err(Error::new(Code::Protocol, format!("IMAP greeting expected: {:?}", printable(line))));
+        };
+        match keyword.as_str() {
+            "OK" | "PREAUTH" => {
+                self.preauth = keyword == "PREAUTH";
+                self.note_untagged(&keyword, rest);
+                if let Some(("CAPABILITY", args)) = response_code(rest).as_ref().map(|(c, a)| (c.as_str(), *a)) {
+                    self.caps = atoms(args);
+                    return Ok(self.caps_known());
+                }
+                self.state = State::Capability;
+                self.got_caps = false;
+                Ok(Step::Send(self.command("CAPABILITY")))
+            }
+            "BYE" => Err(Error::new(Code::GreetingRefused, format!("IMAP greeting: {}", printable(line)))),
+            _ => Err(Error::new(Code::Protocol, format!("IMAP greeting expected: {:?}", printable(line)))),
+        }
+    }
+
+    /// The replies to CAPABILITY: untagged data, then our tagged OK.
+    fn on_capability(&mut self, line: &[u8], r: Response<'_>) -> Result<Step> {
+        match r {
+            Response::Untagged { keyword, rest } => {
+                match keyword.as_str() {
+                    "CAPABILITY" => {
+                        self.caps = atoms(rest);
+                        self.got_caps = true;
+                    }
+                    "BYE" => {
+                        return Err(Error::new(Code::PeerClosed, format!("IMAP server said BYE: {}", printable(line))))
+                    }
+                    _ => self.note_untagged(&keyword, rest),
+                }
+                Ok(Step::Wait)
+            }
+            Response::Tagged { tag, status, .. } if tag == self.tag && status == "OK" => {
+                if !self.got_caps {
+                    self.caps.clear();
+                }
+                Ok(self.caps_known())
+            }
+            Response::Tagged { tag, .. } if tag == self.tag => {
+                Err(Error::new(Code::CapabilityRefused, format!("CAPABILITY: {}", printable(line))))
+            }
+            _ => Err(Error::new(Code::Protocol, format!("unexpected IMAP response to CAPABILITY: {:?}", printable(line)))),
+        }
+    }
+
+    /// The reply to STARTTLS: only our tagged OK is a go.
+    fn on_starttls_reply(&mut self, line: &[u8], r: Response<'_>) -> Result<Step> {
+        match r {
+            Response::Untagged { keyword, rest } => {
+                if keyword == "BYE" {
+                    self.state = State::Done;
+                    return Ok(Step::Refused(Error::new(
+                        Code::StarttlsRefusedTemporary,
+                        format!("STARTTLS: the server said BYE: {}", printable(line)),
+                    )));
+                }
+                // Not a go; whatever it says was sent in clear and is not kept.
+                self.note_untagged(&keyword, rest);
+                Ok(Step::Wait)
+            }
+            Response::Continuation => {
+                self.state = State::Done;
+                Ok(Step::Refused(Error::new(
+                    Code::StarttlsBadReply,
+                    format!("a continuation request is not a go to STARTTLS: {:?}", printable(line)),
+                )))
+            }
+            Response::Tagged { tag, status, .. } => {
+                self.state = State::Done;
+                if tag != self.tag {
+                    return Ok(Step::Refused(Error::new(
+                        Code::StarttlsBadReply,
+                        format!("reply to STARTTLS with a foreign tag (ours is {}): {:?}", self.tag, printable(line)),
+                    )));
+                }
+                Ok(match status.as_str() {
+                    "OK" => Step::Go,
+                    "NO" => Step::Refused(Error::new(Code::StarttlsRefusedTemporary, format!("STARTTLS: {}", printable(line)))),
+                    "BAD" => Step::Refused(Error::new(Code::StarttlsRefusedPermanent, format!("STARTTLS: {}", printable(line)))),
+                    _ => Step::Refused(Error::new(Code::StarttlsBadReply, format!("STARTTLS: {}", printable(line)))),
+                })
+            }
+        }
+    }
+}
+
 impl ProtocolClient for Client {
     fn on_line(&mut self, line: &[u8]) -> Result<Step> {
         let r = parse(line)?;
         match self.state {
-            State::Greeting => {
-                let Response::Untagged { keyword, rest } = r else {
-                    return Err(Error::new(Code::Protocol, format!("IMAP greeting expected: {:?}", printable(line))));
-                };
-                match keyword.as_str() {
-                    "OK" | "PREAUTH" => {
-                        self.preauth = keyword == "PREAUTH";
-                        self.note_untagged(&keyword, rest);
-                        if let Some(("CAPABILITY", args)) = response_code(rest).as_ref().map(|(c, a)| (c.as_str(), *a)) {
-                            self.caps = atoms(args);
-                            return Ok(self.caps_known());
-                        }
-                        self.state = State::Capability;
-                        self.got_caps = false;
-                        Ok(Step::Send(self.command("CAPABILITY")))
-                    }
-                    "BYE" => Err(Error::new(Code::GreetingRefused, format!("IMAP greeting: {}", printable(line)))),
-                    _ => Err(Error::new(Code::Protocol, format!("IMAP greeting expected: {:?}", printable(line)))),
-                }
-            }
-            State::Capability => match r {
-                Response::Untagged { keyword, rest } => {
-                    match keyword.as_str() {
-                        "CAPABILITY" => {
-                            self.caps = atoms(rest);
-                            self.got_caps = true;
-                        }
-                        "BYE" => {
-                            return Err(Error::new(Code::PeerClosed, format!("IMAP server said BYE: {}", printable(line))))
-                        }
-                        _ => self.note_untagged(&keyword, rest),
-                    }
-                    Ok(Step::Wait)
-                }
-                Response::Tagged { tag, status, .. } if tag == self.tag && status == "OK" => {
-                    if !self.got_caps {
-                        self.caps.clear();
-                    }
-                    Ok(self.caps_known())
-                }
-                Response::Tagged { tag, .. } if tag == self.tag => {
-                    Err(Error::new(Code::CapabilityRefused, format!("CAPABILITY: {}", printable(line))))
-                }
-                _ => Err(Error::new(Code::Protocol, format!("unexpected IMAP response to CAPABILITY: {:?}", printable(line)))),
-            },
-            State::StartTls => match r {
-                Response::Untagged { keyword, rest } => {
-                    if keyword == "BYE" {
-                        self.state = State::Done;
-                        return Ok(Step::Refused(Error::new(
-                            Code::StarttlsRefusedTemporary,
-                            format!("STARTTLS: the server said BYE: {}", printable(line)),
-                        )));
-                    }
-                    // Not a go; whatever it says was sent in clear and is not kept.
-                    self.note_untagged(&keyword, rest);
-                    Ok(Step::Wait)
-                }
-                Response::Continuation => {
-                    self.state = State::Done;
-                    Ok(Step::Refused(Error::new(
-                        Code::StarttlsBadReply,
-                        format!("a continuation request is not a go to STARTTLS: {:?}", printable(line)),
-                    )))
-                }
-                Response::Tagged { tag, status, .. } => {
-                    self.state = State::Done;
-                    if tag != self.tag {
-                        return Ok(Step::Refused(Error::new(
-                            Code::StarttlsBadReply,
-                            format!("reply to STARTTLS with a foreign tag (ours is {}): {:?}", self.tag, printable(line)),
-                        )));
-                    }
-                    Ok(match status.as_str() {
-                        "OK" => Step::Go,
-                        "NO" => Step::Refused(Error::new(Code::StarttlsRefusedTemporary, format!("STARTTLS: {}", printable(line)))),
-                        "BAD" => Step::Refused(Error::new(Code::StarttlsRefusedPermanent, format!("STARTTLS: {}", printable(line)))),
-                        _ => Step::Refused(Error::new(Code::StarttlsBadReply, format!("STARTTLS: {}", printable(line)))),
-                    })
-                }
-            },
+            State::Greeting => self.on_greeting(line, r),
+            State::Capability => self.on_capability(line, r),
+            State::StartTls => self.on_starttls_reply(line, r),
             State::Decide | State::Done => Err(Error::new(
                 Code::Protocol,
                 format!("unexpected IMAP response with nothing outstanding: {:?}", printable(line)),
