@@ -1,5 +1,6 @@
 //! The C face: the only `unsafe` and the only `extern "C"` of the crate. Thin: it
 //! converts pointers and numbers, calls the session, and turns errors into codes.
+//! It decides nothing: no policy, no protocol rule, no retry lives here.
 //!
 //! Rules every export follows (checked by `every_export_is_guarded` below):
 //! a doc comment; the body inside `ffi_guard!` (a panic becomes `MAILTLS_RESULT_PANIC`,

@@ -2,6 +2,9 @@
 //! the STARTTLS state machines of each protocol, client and server side. Everything
 //! here is fed bytes and answers with bytes or decisions, so it is tested with byte
 //! strings, one byte at a time if need be.
+//!
+//! May not touch: a transport, rustls, the memory or a pointer. It says what a reply
+//! means (a go, a refusal, injected bytes); `session` decides what to do about it.
 
 pub mod client;
 pub mod imap;

@@ -1,6 +1,9 @@
-//! Recovery from TLS-intolerant peers: the rungs of the fallback ladder and the
-//! classes of a failed attempt. The ladder's moves and the intolerance memory build
-//! on these (DESIGN.md, "Recovery"); this release always starts at the top rung.
+//! Recovery from TLS-intolerant peers: the rungs of the fallback ladder, the classes
+//! of a failed attempt and the moves they allow (`classify`), and the intolerance
+//! memory (`memory`) (DESIGN.md, "Recovery").
+//!
+//! May not touch: a transport, a TLS connection or a pointer. It classifies facts it is
+//! given and keeps records; the attempt loop that acts on them is `session::ladder`.
 
 pub mod classify;
 pub mod memory;

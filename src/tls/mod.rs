@@ -1,5 +1,9 @@
 //! rustls glue: client configs (one per ladder rung), server configs, certificate
-//! policies, and the facts about a peer certificate that go into the report.
+//! policies, session tickets, the record checks rustls leaves out (`records`), the
+//! server's hello sniffer, and the facts about a peer certificate that go into the report.
+//!
+//! May not touch: a transport, a protocol dialogue or a pointer. It builds and reads
+//! TLS objects; when to start, retry or give up is `session`'s.
 
 pub mod certinfo;
 pub mod client;
