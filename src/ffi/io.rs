@@ -1,11 +1,15 @@
 //! Transports the C side provides: callbacks with userdata, or a plain file descriptor
-//! that the library reads, writes and polls itself with the step timeout.
+//! that the library reads, writes and polls itself with the step timeout; and the
+//! connector that opens the client's retry connections through the C program's callbacks.
 
-use std::ffi::c_void;
+use std::cell::Cell;
+use std::ffi::{c_char, c_void};
 use std::io;
+use std::rc::Rc;
 use std::time::Instant;
 
-use crate::session::Transport;
+use super::cstring;
+use crate::session::{Connector, Transport};
 
 /// Reads up to `len` bytes into `buf`; stores the count in `*out_n` and returns 0, or
 /// returns an errno (`EAGAIN`/`EWOULDBLOCK`: no data now; `ETIMEDOUT`: timed out).
@@ -178,5 +182,60 @@ impl Transport for FdTransport {
 
     fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+}
+
+/// How the session reaches its peer: not yet, through callbacks, or through a file
+/// descriptor (in `mailtls_session.fd`).
+#[derive(Clone, Copy)]
+pub(super) enum IoMode {
+    None,
+    Callbacks(CallbackTransport),
+    Fd,
+}
+
+#[derive(Clone, Copy)]
+pub(super) struct ConnectorCallbacks {
+    pub(super) connect: extern "C" fn(*mut c_void, *const c_char, u16, *mut i32) -> i32,
+    pub(super) close: Option<extern "C" fn(*mut c_void, i32)>,
+    pub(super) userdata: *mut c_void,
+}
+
+/// Opens new connections through the C program's callbacks.
+pub(super) struct FfiConnector {
+    pub(super) cb: ConnectorCallbacks,
+    pub(super) io: IoMode,
+    pub(super) fd: Rc<Cell<i32>>,
+}
+
+impl Connector for FfiConnector {
+    fn connect(&mut self, host: &str, port: u16) -> std::io::Result<Box<dyn Transport>> {
+        let h = cstring(host);
+        let mut fd: i32 = -1;
+        let rc = (self.cb.connect)(self.cb.userdata, h.as_ptr(), port, &mut fd);
+        if rc != 0 {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        match self.io {
+            IoMode::Fd => {
+                if fd < 0 {
+                    return Err(std::io::Error::other("the connect callback gave no file descriptor"));
+                }
+                self.fd.set(fd);
+                Ok(Box::new(FdTransport::new(fd)))
+            }
+            IoMode::Callbacks(t) => {
+                self.fd.set(fd);
+                Ok(Box::new(t))
+            }
+            IoMode::None => Err(std::io::Error::other("no I/O set")),
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(close) = self.cb.close {
+            close(self.cb.userdata, self.fd.get());
+        }
+        self.fd.set(-1);
     }
 }

@@ -6,9 +6,8 @@ use super::config::{config_arc, mailtls_config};
 use std::cell::Cell;
 use std::rc::Rc;
 
-use super::io::{mailtls_read_callback, mailtls_write_callback, CallbackTransport, FdTransport};
+use super::io::{mailtls_read_callback, mailtls_write_callback, CallbackTransport, ConnectorCallbacks, FdTransport, FfiConnector, IoMode};
 use crate::recovery::Rung;
-use crate::session::{Connector, Transport};
 use super::report::mailtls_report;
 use super::{byte_slice, c_str, cstring, ffi_guard, mailtls_result, non_null};
 use crate::error::{Error, Result};
@@ -24,59 +23,6 @@ pub struct mailtls_session {
     connector: Option<ConnectorCallbacks>,
     fd: Rc<Cell<i32>>,
     reply: CString,
-}
-
-#[derive(Clone, Copy)]
-enum IoMode {
-    None,
-    Callbacks(CallbackTransport),
-    Fd,
-}
-
-#[derive(Clone, Copy)]
-struct ConnectorCallbacks {
-    connect: extern "C" fn(*mut c_void, *const c_char, u16, *mut i32) -> i32,
-    close: Option<extern "C" fn(*mut c_void, i32)>,
-    userdata: *mut c_void,
-}
-
-/// Opens new connections through the C program's callbacks.
-struct FfiConnector {
-    cb: ConnectorCallbacks,
-    io: IoMode,
-    fd: Rc<Cell<i32>>,
-}
-
-impl Connector for FfiConnector {
-    fn connect(&mut self, host: &str, port: u16) -> std::io::Result<Box<dyn Transport>> {
-        let h = cstring(host);
-        let mut fd: i32 = -1;
-        let rc = (self.cb.connect)(self.cb.userdata, h.as_ptr(), port, &mut fd);
-        if rc != 0 {
-            return Err(std::io::Error::from_raw_os_error(rc));
-        }
-        match self.io {
-            IoMode::Fd => {
-                if fd < 0 {
-                    return Err(std::io::Error::other("the connect callback gave no file descriptor"));
-                }
-                self.fd.set(fd);
-                Ok(Box::new(FdTransport::new(fd)))
-            }
-            IoMode::Callbacks(t) => {
-                self.fd.set(fd);
-                Ok(Box::new(t))
-            }
-            IoMode::None => Err(std::io::Error::other("no I/O set")),
-        }
-    }
-
-    fn close(&mut self) {
-        if let Some(close) = self.cb.close {
-            close(self.cb.userdata, self.fd.get());
-        }
-        self.fd.set(-1);
-    }
 }
 
 impl mailtls_session {
