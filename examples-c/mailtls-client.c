@@ -56,6 +56,8 @@ static void usage(FILE *f)
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
             "       %s --memory FILE --list-memory\n"
             "       %s --memory FILE --forget HOST[:PORT]\n"
+            "       %s --memory FILE --export-memory TEXTFILE|-\n"
+            "       %s --memory FILE --import-memory TEXTFILE\n"
             "\n"
             "  --proto       smtp (default, port 25), lmtp (24), imap (143), pop3 (110), nntp (119)\n"
             "                or sieve (ManageSieve, 4190)\n"
@@ -67,10 +69,15 @@ static void usage(FILE *f)
             "  --timeout     seconds for the connect and for each step (default 60)\n"
             "  --total-timeout  seconds for the whole negotiation, every retry included\n"
             "                (default 300); then it defers as a timeout\n"
-            "  --memory FILE the intolerance memory, shared with other runs and processes\n"
+            "  --memory FILE the intolerance memory database (LMDB), shared with other runs and\n"
+            "                processes; an older version's text file there is converted\n"
             "  --list-memory print every record of --memory FILE, one per line, and exit\n"
             "  --forget HOST[:PORT]  forget what --memory FILE knows of HOST (every port\n"
             "                without :PORT), print how many records went, and exit\n"
+            "  --export-memory TEXTFILE  write every record of --memory FILE as text (the\n"
+            "                mailtls-memory 1 format, one line a peer; - for stdout), and exit\n"
+            "  --import-memory TEXTFILE  merge the records of such a text into --memory FILE\n"
+            "                (for each peer the newer fact wins), and exit\n"
             "  --from/--to/--message  smtp/lmtp: deliver FILE from ADDR to each --to ADDR\n"
             "  --user/--pass imap/pop3/nntp/sieve: log in after TLS and list the mailbox (IMAP\n"
             "                SELECT INBOX, POP3 STAT/LIST, NNTP LIST ACTIVE, Sieve LISTSCRIPTS)\n"
@@ -87,7 +94,7 @@ static void usage(FILE *f)
             "\n"
             "exit: 0 ok, 75 temporary failure, 69 permanent failure, 77 login refused, 64 usage,\n"
             "      66 unreadable message, 78 configuration error\n",
-            prog, prog, prog);
+            prog, prog, prog, prog, prog);
 }
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
@@ -658,8 +665,46 @@ static int proto_number(const char *name, uint32_t *out)
     return -1;
 }
 
-/* --list-memory and --forget: exit codes 0, 78 (unusable file). */
-static int memory_command(const char *memfile, bool list, const char *forget)
+/* --export-memory: the text to TEXTFILE, or through a private temporary file to stdout. */
+static int export_memory(const mailtls_memory *mem, const char *memfile, const char *textfile)
+{
+    char tmp[64] = "";
+    const char *target = textfile;
+    if (strcmp(textfile, "-") == 0) {
+        snprintf(tmp, sizeof tmp, "/tmp/mailtls-export-%d-XXXXXX", (int)getpid());
+        int fd = mkstemp(tmp);
+        if (fd < 0) {
+            fprintf(stderr, "%s: --export-memory: %s\n", prog, strerror(errno));
+            return EX_CONFIG;
+        }
+        close(fd);
+        target = tmp;
+    }
+    uintptr_t count = 0;
+    uint32_t rc = mailtls_memory_export(mem, target, &count);
+    int status = 0;
+    if (rc != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: exporting %s to %s: %s\n", prog, memfile, textfile, mailtls_result_str(rc));
+        status = EX_CONFIG;
+    } else if (*tmp) {
+        FILE *f = fopen(tmp, "r");
+        char buf[8192];
+        size_t n;
+        while (f && (n = fread(buf, 1, sizeof buf, f)) > 0)
+            fwrite(buf, 1, n, stdout);
+        if (f)
+            fclose(f);
+    }
+    if (*tmp)
+        unlink(tmp);
+    if (status == 0)
+        fprintf(stderr, "%s: exported %lu record(s)\n", prog, (unsigned long)count);
+    return status;
+}
+
+/* --list-memory, --forget, --export-memory, --import-memory: exit codes 0, 78 (unusable file). */
+static int memory_command(const char *memfile, bool list, const char *forget, const char *export_to,
+                          const char *import_from)
 {
     const mailtls_memory *mem = NULL;
     uint32_t rc = mailtls_memory_open_file(memfile, &mem);
@@ -671,7 +716,21 @@ static int memory_command(const char *memfile, bool list, const char *forget)
     if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
         fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, problems);
     int status = 0;
-    if (list) {
+    if (export_to) {
+        status = export_memory(mem, memfile, export_to);
+    } else if (import_from) {
+        uintptr_t count = 0;
+        rc = mailtls_memory_import(mem, import_from, &count);
+        if (rc != MAILTLS_RESULT_OK) {
+            fprintf(stderr, "%s: importing %s into %s: %s\n", prog, import_from, memfile, mailtls_result_str(rc));
+            status = EX_CONFIG;
+        } else {
+            *problems = 0;
+            if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+                fprintf(stderr, "%s: --import-memory %s: %s\n", prog, import_from, problems);
+            printf("imported %lu record(s) from %s\n", (unsigned long)count, import_from);
+        }
+    } else if (list) {
         uintptr_t count = 0;
         rc = mailtls_memory_list(mem, print_line, NULL, &count);
         if (rc != MAILTLS_RESULT_OK) {
@@ -734,11 +793,11 @@ int main(int argc, char **argv)
     bool json = false;
 
     enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
-           O_LIST_MEMORY, O_FORGET, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH, O_TOTAL_TIMEOUT };
+           O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH, O_TOTAL_TIMEOUT };
     bool implicit = false, plaintext_auth = false;
     const char *user = NULL, *pass = NULL;
     bool list_memory = false;
-    const char *forget = NULL;
+    const char *forget = NULL, *export_to = NULL, *import_from = NULL;
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
         {"policy", required_argument, NULL, O_POLICY},
@@ -753,6 +812,8 @@ int main(int argc, char **argv)
         {"memory", required_argument, NULL, O_MEMORY},
         {"list-memory", no_argument, NULL, O_LIST_MEMORY},
         {"forget", required_argument, NULL, O_FORGET},
+        {"export-memory", required_argument, NULL, O_EXPORT_MEMORY},
+        {"import-memory", required_argument, NULL, O_IMPORT_MEMORY},
         {"implicit", no_argument, NULL, O_IMPLICIT},
         {"user", required_argument, NULL, O_USER},
         {"pass", required_argument, NULL, O_PASS},
@@ -815,18 +876,21 @@ int main(int argc, char **argv)
         case O_MEMORY: memfile = optarg; break;
         case O_LIST_MEMORY: list_memory = true; break;
         case O_FORGET: forget = optarg; break;
+        case O_EXPORT_MEMORY: export_to = optarg; break;
+        case O_IMPORT_MEMORY: import_from = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
     }
-    if (list_memory || forget) {
+    int memory_commands = list_memory + !!forget + !!export_to + !!import_from;
+    if (memory_commands) {
         if (!memfile)
-            die_usage("--list-memory and --forget need --memory FILE");
-        if (list_memory && forget)
-            die_usage("--list-memory and --forget are separate commands");
+            die_usage("--list-memory, --forget, --export-memory and --import-memory need --memory FILE");
+        if (memory_commands > 1)
+            die_usage("--list-memory, --forget, --export-memory and --import-memory are separate commands");
         if (optind != argc)
-            die_usage("--list-memory and --forget take no HOST argument");
-        return memory_command(memfile, list_memory, forget);
+            die_usage("--list-memory, --forget, --export-memory and --import-memory take no HOST argument");
+        return memory_command(memfile, list_memory, forget, export_to, import_from);
     }
     if (optind != argc - 1)
         die_usage(optind >= argc ? "HOST[:PORT] is required" : "one HOST[:PORT] only");

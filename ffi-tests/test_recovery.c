@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -293,6 +294,26 @@ static const mailtls_memory *memory_new(void) {
     return m;
 }
 
+/* Removes a memory database and what the library keeps beside it: its two lock
+ * files, the text it converted (.v1) and whatever it set aside (.corrupt-TIME). */
+static void unlink_memory(void *arg) {
+    char *path = arg, p[128];
+    const char *suffixes[] = {"", "-lock", ".lock", ".v1"};
+    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
+        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
+        unlink(p);
+    }
+    snprintf(p, sizeof p, "%s.corrupt-*", path);
+    glob_t g;
+    if (glob(p, 0, NULL, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; i++)
+            unlink(g.gl_pathv[i]);
+    globfree(&g);
+    free(path);
+}
+
+static void defer_unlink_memory(const char *path) { defer_call(unlink_memory, strdup(path)); }
+
 /* A memory file of this test's own, removed afterwards; path is filled in. */
 static const mailtls_memory *memory_file(char path[64]) {
     snprintf(path, 64, "/tmp/mailtls-memory-%d-XXXXXX", (int)getpid());
@@ -302,8 +323,8 @@ static const mailtls_memory *memory_file(char path[64]) {
         return NULL;
     }
     close(fd);
-    unlink(path); /* the memory creates it at its first change */
-    defer_unlink(path);
+    unlink(path); /* the memory creates its database at open */
+    defer_unlink_memory(path);
     const mailtls_memory *m = NULL;
     if (!CHECK_RC(mailtls_memory_open_file(path, &m), MAILTLS_RESULT_OK))
         return NULL;
@@ -311,8 +332,7 @@ static const mailtls_memory *memory_file(char path[64]) {
     return m;
 }
 
-/* Rewrites the port of every record in a memory file: what was learnt about one zoo
- * now belongs to another on the same host (a server replaced behind its address). */
+/* Rewrites the port of every record in an exported memory (version-1 text). */
 static int rekey_file(const char *path, uint16_t from, uint16_t to) {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -347,6 +367,28 @@ static int rekey_file(const char *path, uint16_t from, uint16_t to) {
     fputs(out, f);
     fclose(f);
     return count;
+}
+
+/* What was learnt about one zoo now belongs to another on the same host (a server
+ * replaced behind its address): the memory is exported as text, the port rewritten,
+ * and the text imported into a new memory. */
+static const mailtls_memory *rekeyed(const mailtls_memory *m, uint16_t from, uint16_t to) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/mailtls-export-%d-XXXXXX", (int)getpid());
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return NULL;
+    close(fd);
+    defer_unlink(path);
+    uintptr_t n = 0;
+    if (!CHECK_RC(mailtls_memory_export(m, path, &n), MAILTLS_RESULT_OK) || !CHECK(n == 1))
+        return NULL;
+    if (!CHECK(rekey_file(path, from, to) == 1))
+        return NULL;
+    const mailtls_memory *m2 = memory_new();
+    if (!m2 || !CHECK_RC(mailtls_memory_import(m2, path, &n), MAILTLS_RESULT_OK) || !CHECK(n == 1))
+        return NULL;
+    return m2;
 }
 
 /* The memory record of the zoo peer, as text fields. */
@@ -631,10 +673,8 @@ TEST(zoo_reset_of_a_host_with_a_fresh_tolerant_record_does_not_fall_back) {
     REQUIRE(m);
     struct contact c0 = contact(good, MAILTLS_POLICY_MAY, m);
     CHECK_RC(c0.rc, MAILTLS_RESULT_OK);
-    REQUIRE(rekey_file(path, good->port, bad->port) == 1);
-    const mailtls_memory *m2 = NULL;
-    REQUIRE_RC(mailtls_memory_open_file(path, &m2), MAILTLS_RESULT_OK);
-    defer_call(free_memory, (void *)m2);
+    const mailtls_memory *m2 = rekeyed(m, good->port, bad->port);
+    REQUIRE(m2);
     CHECK(strstr(record(m2, "127.0.0.1", bad), "tolerant=modern@") != NULL);
     struct contact c1 = contact(bad, MAILTLS_POLICY_MAY, m2);
     CHECK_RC(c1.rc, MAILTLS_RESULT_DOWNGRADE_SUSPECTED);
@@ -657,10 +697,8 @@ TEST(zoo_pinned_host_that_stops_offering_starttls_is_a_stripping_suspect) {
     REQUIRE(m);
     struct contact c0 = contact(good, MAILTLS_POLICY_MAY, m);
     CHECK_RC(c0.rc, MAILTLS_RESULT_OK);
-    REQUIRE(rekey_file(path, good->port, strip->port) == 1);
-    const mailtls_memory *m2 = NULL;
-    REQUIRE_RC(mailtls_memory_open_file(path, &m2), MAILTLS_RESULT_OK);
-    defer_call(free_memory, (void *)m2);
+    const mailtls_memory *m2 = rekeyed(m, good->port, strip->port);
+    REQUIRE(m2);
     CHECK(strstr(record(m2, "127.0.0.1", strip), "pinned@") != NULL);
     struct contact c1 = contact(strip, MAILTLS_POLICY_MAY, m2);
     CHECK_RC(c1.rc, MAILTLS_RESULT_STRIPPING_SUSPECTED);
@@ -892,6 +930,7 @@ TEST(zoo_corrupt_truncated_or_foreign_memory_files_are_reported_and_ignored) {
     for (int i = 0; i < 4; i++) {
         const char *path = temp_file(files[i]);
         REQUIRE(path);
+        defer_unlink_memory(path);
         const mailtls_memory *m = NULL;
         REQUIRE_RC(mailtls_memory_open_file(path, &m), MAILTLS_RESULT_OK);
         defer_call(free_memory, (void *)m);
@@ -899,6 +938,13 @@ TEST(zoo_corrupt_truncated_or_foreign_memory_files_are_reported_and_ignored) {
         uintptr_t w = 0;
         CHECK_RC(mailtls_memory_problems(m, problems, sizeof problems, &w), MAILTLS_RESULT_OK);
         CHECK(problems[0] != 0);
+        /* A version-1 text file is converted (the text kept beside it); anything else
+         * is set aside, renamed, and a new memory starts. */
+        char kept[128];
+        snprintf(kept, sizeof kept, "%s.v1", path);
+        CHECK((access(kept, F_OK) == 0) == (keeps_good[i] == 1));
+        if (!keeps_good[i] && !strstr(problems, "not a memory database; set aside as"))
+            test_fail(__FILE__, __LINE__, "problems: %s", problems);
         /* What could be read is used: the good line sends the first try to compact. */
         struct contact c = contact(z, MAILTLS_POLICY_ENCRYPT, m);
         CHECK_RC(c.rc, MAILTLS_RESULT_OK);

@@ -57,11 +57,20 @@ pub extern "C" fn mailtls_memory_new(out: *mut *const mailtls_memory) -> mailtls
     })
 }
 
-/// Creates a memory persisted in the file `path`, which several processes may share
-/// (each change is merged under an exclusive lock and written by atomic rename). A
-/// missing file is created on the first change; a corrupt, truncated or foreign file
-/// is not an error: what cannot be read is ignored and reported by
-/// `mailtls_memory_problems`.
+/// Creates a memory persisted in the database file `path` (LMDB), which every process
+/// that opens the same file shares: lookups never wait for a writer, a change writes
+/// one record in one transaction, a process killed at any point loses nothing it had
+/// committed (a power failure may lose the last 30 seconds or so: commits are not
+/// fsynced one by one). The file (and `path` + `-lock` beside it, and the setup lock
+/// `path` with the extension `.lock`) is created mode 0600 if missing.
+/// What is found there is never fatal: a version-1 text file (`mailtls-memory 1`,
+/// what earlier versions wrote) is converted and kept as `path.v1`; a file that is
+/// not a memory database, is truncated, or belongs to another program is renamed to
+/// `path.corrupt-UNIXTIME` and a new memory starts. Both are reported by
+/// `mailtls_memory_problems`. Fails (`MAILTLS_RESULT_IO`, with no memory) only when no
+/// database can be opened at `path` at all, for example in a directory that does not
+/// exist. Replace the file only by rename, never by writing it in place: processes
+/// that have it open read it through a memory map.
 #[no_mangle]
 pub extern "C" fn mailtls_memory_open_file(path: *const c_char, out: *mut *const mailtls_memory) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {
@@ -274,5 +283,58 @@ pub extern "C" fn mailtls_memory_problems(
     ffi_guard!(mailtls_result::Panic, {
         non_null!(m, mailtls_result::NullParameter);
         copy_out(&mem(m).problems().join("\n"), buf, len, written)
+    })
+}
+
+/// Writes every record, in the version-1 text format (`mailtls-memory 1`, one line a
+/// peer, what `mailtls_memory_import` reads), to the file `path`: created mode 0600 and
+/// written whole beside it before a rename, so a reader never sees half an export.
+/// Stores `*count` (when not NULL). A memory on an application store cannot be listed:
+/// `MAILTLS_RESULT_UNSUPPORTED`; a file that cannot be written: `MAILTLS_RESULT_IO`.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_export(m: *const mailtls_memory, path: *const c_char, count: *mut usize) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let path = match unsafe { c_str(path) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match mem(m).export_file(std::path::Path::new(path)) {
+            Ok(n) => {
+                if !count.is_null() {
+                    // SAFETY: non-NULL, writable.
+                    unsafe { *count = n };
+                }
+                mailtls_result::Ok
+            }
+            Err(e) => e.code,
+        }
+    })
+}
+
+/// Merges the records of the version-1 text file `path` (an export, or an old memory
+/// file) into the memory: for each peer the newer fact wins. Lines that do not parse
+/// are skipped and reported by `mailtls_memory_problems`. Stores in `*count` (when not
+/// NULL) how many records were read. A file that cannot be read: `MAILTLS_RESULT_IO`.
+#[no_mangle]
+pub extern "C" fn mailtls_memory_import(m: *const mailtls_memory, path: *const c_char, count: *mut usize) -> mailtls_result {
+    ffi_guard!(mailtls_result::Panic, {
+        non_null!(m, mailtls_result::NullParameter);
+        // SAFETY: NUL-terminated string or NULL (checked).
+        let path = match unsafe { c_str(path) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        match mem(m).import_file(std::path::Path::new(path)) {
+            Ok(n) => {
+                if !count.is_null() {
+                    // SAFETY: non-NULL, writable.
+                    unsafe { *count = n };
+                }
+                mailtls_result::Ok
+            }
+            Err(e) => e.code,
+        }
     })
 }

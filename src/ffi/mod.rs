@@ -16,6 +16,7 @@ use std::ffi::{c_char, CStr, CString};
 
 pub mod config;
 pub mod io;
+pub mod lmdb;
 pub mod memory;
 pub mod report;
 pub mod session;

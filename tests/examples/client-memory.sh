@@ -54,4 +54,25 @@ OUT=$("$CLIENT" --memory "$MEM" --forget "127.0.0.1:$PORT" 2>/dev/null)
 
 J3=$(run) || fail "third contact"
 [ "$(echo "$J3" | field 'len(r["attempts"])')" = 2 ] || fail "after --forget the first contact is new again: $J3"
-echo "client-memory: ok (first contact 2 connections, next 1, list, forget)"
+
+# The database speaks the version-1 text format both ways.
+TEXT=$("$CLIENT" --memory "$MEM" --export-memory - 2>/dev/null)
+[ "$(echo "$TEXT" | head -1)" = "mailtls-memory 1" ] || fail "--export-memory header: $TEXT"
+echo "$TEXT" | grep -q "^smtp 127.0.0.1 $PORT .*intolerant=modern@" || fail "--export-memory record: $TEXT"
+"$CLIENT" --memory "$MEM" --export-memory "$TMP/export.txt" 2>/dev/null
+[ "$(cat "$TMP/export.txt")" = "$TEXT" ] || fail "--export-memory FILE differs from stdout"
+OUT=$("$CLIENT" --memory "$TMP/other" --import-memory "$TMP/export.txt" 2>/dev/null)
+[ "$OUT" = "imported 1 record(s) from $TMP/export.txt" ] || fail "--import-memory: $OUT"
+J4=$("$CLIENT" --policy encrypt --servername localhost --timeout 10 --memory "$TMP/other" --json "127.0.0.1:$PORT" 2>"$TMP/err") \
+  || fail "contact with the imported memory"
+[ "$(echo "$J4" | field '[(a["connection"],a["rung"]) for a in r["attempts"]]')" = "[(1, 'compact')]" ] \
+  || fail "the imported record is not used: $J4"
+
+# An older version's text file is converted on first open and kept beside it.
+cp "$TMP/export.txt" "$TMP/old"
+LIST=$("$CLIENT" --memory "$TMP/old" --list-memory 2>/dev/null)
+echo "$LIST" | grep -q "^smtp 127.0.0.1 $PORT " || fail "converted text file: $LIST"
+cmp -s "$TMP/old.v1" "$TMP/export.txt" || fail "the text file was not kept as old.v1"
+[ "$(stat -c %a "$TMP/old")" = 600 ] || fail "database mode $(stat -c %a "$TMP/old")"
+"$CLIENT" --memory "$MEM" --export-memory x --forget y 2>/dev/null && fail "two memory commands at once must be a usage error"
+echo "client-memory: ok (first contact 2 connections, next 1, list, forget, export, import, conversion)"

@@ -2,9 +2,11 @@
 //! did TLS (the pin), kept across connections, processes and restarts.
 //!
 //! Keyed by (protocol, host, port). Intolerance expires and is re-probed; tolerance
-//! and pins live longer and are refreshed on success. Optional persistence in a
-//! versioned text file shared by several processes (an exclusive lock, a merge with
-//! what is on disk, an atomic replace), or in a store the application provides.
+//! and pins live longer and are refreshed on success. Optional persistence in an LMDB
+//! database shared by every process (`db`: readers never block, a change is one
+//! transaction on one record), or in a store the application provides. The version-1
+//! text file (`text`) is what export and import speak, what the database converts on
+//! first open, and the baseline the benchmarks measure the database against.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -19,12 +21,15 @@ use super::{FailureClass, Rung};
 use crate::error::{Code, Error, Result};
 use crate::protocol::Proto;
 
+mod db;
 mod packed;
 mod record;
+mod text;
 #[cfg(test)]
 mod tests;
 
 use packed::*;
+pub use db::DB_MAGIC;
 pub use record::{parse_file, parse_line, Intolerance, Key, Record, FILE_MAGIC};
 
 /// Lifetimes, in seconds.
@@ -73,33 +78,27 @@ pub struct Plan {
 
 enum Backend {
     Process,
-    File { path: PathBuf, stamp: Option<std::time::SystemTime> },
-    Store(Box<dyn Store>),
+    Db(std::sync::Arc<db::DbFile>),
+    Text(Mutex<text::TextFile>),
+    Store(Mutex<Box<dyn Store>>),
 }
 
 /// Shards of the process map: lookups from several threads rarely meet on one lock.
 const SHARDS: usize = 16;
 
 /// The memory: thread-safe, shared by every session of the configs that use it.
-/// A lookup in process memory takes one lock, of one shard of the map; the backend's
-/// kind, the clock and the lifetimes are read without locks.
+/// A lookup in process memory takes one lock, of one shard of the map; in the
+/// database, one read transaction; the backend, the clock and the lifetimes are read
+/// without locks.
 pub struct Memory {
+    /// The process map (also the text backend's copy of its file).
     maps: [Mutex<HashMap<Key, Packed>>; SHARDS],
-    backend: Mutex<Backend>,
-    /// What `backend` is; it never changes.
-    kind: Kind,
+    backend: Backend,
     /// Unix seconds fixed by `set_clock`, 0 for the system clock.
     clock: AtomicU64,
     /// intolerance, reprobe, tolerance (seconds).
     lifetimes: [AtomicU64; 3],
     problems: Mutex<Vec<String>>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Process,
-    File,
-    Store,
 }
 
 /// The shard of a key: a cheap FNV-1a over the host and port (the map hashes again).
@@ -119,16 +118,10 @@ impl std::fmt::Debug for Memory {
 
 impl Memory {
     fn with(backend: Backend) -> Self {
-        let kind = match backend {
-            Backend::Process => Kind::Process,
-            Backend::File { .. } => Kind::File,
-            Backend::Store(_) => Kind::Store,
-        };
         let l = Lifetimes::default();
         Memory {
             maps: std::array::from_fn(|_| Mutex::new(HashMap::new())),
-            backend: Mutex::new(backend),
-            kind,
+            backend,
             clock: AtomicU64::new(0),
             lifetimes: [AtomicU64::new(l.intolerance), AtomicU64::new(l.reprobe), AtomicU64::new(l.tolerance)],
             problems: Mutex::new(Vec::new()),
@@ -139,7 +132,7 @@ impl Memory {
         self.maps[shard(key)].lock()
     }
 
-    /// Every shard locked, in order (whole-map work: file merge and save, listing).
+    /// Every shard locked, in order (whole-map work: text file merge and save, listing).
     fn all_maps(&self) -> Vec<parking_lot::MutexGuard<'_, HashMap<Key, Packed>>> {
         self.maps.iter().map(|m| m.lock()).collect()
     }
@@ -154,21 +147,40 @@ impl Memory {
         Self::with(Backend::Process)
     }
 
-    /// A memory persisted in `path`, shared with other processes using the same file.
-    /// A missing file is created on the first write; a corrupt, truncated or foreign
-    /// one is reported (see [`Memory::problems`]) and what cannot be read is ignored.
+    /// A memory persisted in the database at `path` (created if missing, mode 0600),
+    /// shared with every process that opens the same file. A version-1 text file there
+    /// is converted (the text kept as `PATH.v1`); a corrupt, truncated or foreign file
+    /// is set aside as `PATH.corrupt-UNIXTIME` and reported (see [`Memory::problems`]).
+    /// Err only when no database can be opened there at all (a directory that does
+    /// not exist or cannot be written).
     pub fn file(path: &Path) -> Result<Self> {
         if path.as_os_str().is_empty() {
             return Err(Error::new(Code::InvalidParameter, "empty memory file path"));
         }
-        let m = Self::with(Backend::File { path: path.to_path_buf(), stamp: None });
+        let opened = db::DbFile::open(path, unix_now()).map_err(|e| Error::new(Code::Io, e))?;
+        let m = Self::with(Backend::Db(opened.file));
+        for p in opened.problems {
+            m.problem(p);
+        }
+        Ok(m)
+    }
+
+    /// A memory in the version-1 text file at `path`, rewritten whole (under a lock, by
+    /// atomic rename) at every change and re-read whenever another process changed it.
+    /// Its cost grows with the number of peers: it is kept as the baseline the
+    /// benchmarks measure [`Memory::file`] against, not for use.
+    pub fn text_file(path: &Path) -> Result<Self> {
+        if path.as_os_str().is_empty() {
+            return Err(Error::new(Code::InvalidParameter, "empty memory file path"));
+        }
+        let m = Self::with(Backend::Text(Mutex::new(text::TextFile::new(path))));
         m.refresh();
         Ok(m)
     }
 
     /// A memory kept in the application's store.
     pub fn store(store: Box<dyn Store>) -> Self {
-        Self::with(Backend::Store(store))
+        Self::with(Backend::Store(Mutex::new(store)))
     }
 
     /// Fixes the clock (Unix seconds) for tests; 0 goes back to the system clock.
@@ -187,12 +199,13 @@ impl Memory {
     /// The current time in Unix seconds.
     pub fn now(&self) -> u64 {
         match self.clock.load(Relaxed) {
-            0 => std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            0 => unix_now(),
             fixed => fixed,
         }
     }
 
-    /// Problems met reading the file or store (corrupt lines, foreign file), oldest first.
+    /// Problems met with the database, file or store (corrupt records, a foreign file
+    /// set aside, a failed write), oldest first.
     pub fn problems(&self) -> Vec<String> {
         self.problems.lock().clone()
     }
@@ -204,108 +217,6 @@ impl Memory {
         }
     }
 
-    /// Re-reads the file when another process changed it.
-    fn refresh(&self) {
-        if self.kind != Kind::File {
-            return;
-        }
-        let mut be = self.backend.lock();
-        if let Backend::File { path, stamp } = &mut *be {
-            let now_stamp = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
-            if now_stamp.is_some() && now_stamp == *stamp {
-                return;
-            }
-            *stamp = now_stamp;
-            let disk = self.read_file(path);
-            let mut maps = self.all_maps();
-            for (k, r) in disk {
-                let slot = maps[shard(&k)].entry(k).or_default();
-                let mut merged = slot.unpack();
-                merged.merge(&r);
-                *slot = Packed::pack(&merged);
-            }
-        }
-    }
-
-    fn read_file(&self, path: &Path) -> Vec<(Key, Record)> {
-        let data = match std::fs::read(path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
-            Err(e) => {
-                self.problem(format!("{}: cannot read: {e}", path.display()));
-                return Vec::new();
-            }
-        };
-        let (records, problems) = parse_file(&data);
-        for p in problems {
-            self.problem(format!("{}{p}", path.display()));
-        }
-        records
-    }
-
-    /// Writes the file: an exclusive lock, a merge with what other processes wrote
-    /// (the changed key's own record replaces what is on disk for it, so that facts
-    /// this process dropped are not resurrected), a write to a temporary file, an
-    /// atomic rename.
-    fn save(&self, changed: &Key, rec: &Record) {
-        let mut be = self.backend.lock();
-        let Backend::File { path, stamp } = &mut *be else { return };
-        if let Err(e) = self.write_file(path, changed, rec) {
-            self.problem(format!("{}: cannot save: {e}", path.display()));
-        }
-        *stamp = std::fs::metadata(&*path).and_then(|m| m.modified()).ok();
-    }
-
-    fn write_file(&self, path: &Path, changed: &Key, rec: &Record) -> std::io::Result<()> {
-        let lock_path = path.with_extension("lock");
-        let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
-        lock.lock()?;
-        let disk = self.read_file(path);
-        let now = self.now();
-        let l = self.lifetimes();
-        let mut maps = self.all_maps();
-        for (k, r) in disk {
-            if &k != changed {
-                let slot = maps[shard(&k)].entry(k).or_default();
-                let mut merged = slot.unpack();
-                merged.merge(&r);
-                *slot = Packed::pack(&merged);
-            }
-        }
-        if rec.is_empty() {
-            maps[shard(changed)].remove(changed);
-        } else {
-            maps[shard(changed)].insert(changed.clone(), Packed::pack(rec));
-        }
-        let mut entries: Vec<(&Key, Record)> = Vec::new();
-        for map in maps.iter_mut() {
-            map.retain(|_, p| {
-                let mut r = p.unpack();
-                expire(&mut r, now, &l);
-                *p = Packed::pack(&r);
-                !r.is_empty()
-            });
-        }
-        entries.extend(maps.iter().flat_map(|m| m.iter().map(|(k, p)| (k, p.unpack()))));
-        entries.sort_by(|a, b| a.0.cmp(b.0));
-        let mut text = String::with_capacity(64 * entries.len() + 32);
-        text.push_str(FILE_MAGIC);
-        text.push('\n');
-        for (k, r) in entries {
-            let _ = writeln!(text, "{} {}", k.text(), r.fields());
-        }
-        drop(maps);
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        drop(lock);
-        Ok(())
-    }
-
     /// The record of a peer, expired facts dropped.
     pub fn get(&self, key: &Key) -> Record {
         self.get_noting_expiry(key).0
@@ -313,22 +224,7 @@ impl Memory {
 
     /// The record of a peer with expired facts dropped, and the names of those facts.
     fn get_noting_expiry(&self, key: &Key) -> (Record, Vec<&'static str>) {
-        self.refresh();
-        let mut r = if self.kind == Kind::Store {
-            let be = self.backend.lock();
-            match &*be {
-                Backend::Store(s) => match s.get(&key.text()) {
-                    None => Record::default(),
-                    Some(t) => Record::parse_fields(&t).unwrap_or_else(|e| {
-                        self.problem(format!("store record for {}: {e}; ignored", key.text()));
-                        Record::default()
-                    }),
-                },
-                _ => unreachable!("kind is Store"),
-            }
-        } else {
-            self.map(key).get(key).map(Packed::unpack).unwrap_or_default()
-        };
+        let mut r = self.stored(key);
         if r.is_empty() {
             return (r, Vec::new());
         }
@@ -350,34 +246,59 @@ impl Memory {
         (r, gone)
     }
 
-    /// Changes a peer's record and writes it through to the file or store.
+    /// The record as the backend holds it (nothing expired yet).
+    fn stored(&self, key: &Key) -> Record {
+        match &self.backend {
+            Backend::Store(s) => s.lock().get(&key.text()).map(|t| {
+                Record::parse_fields(&t).unwrap_or_else(|e| {
+                    self.problem(format!("store record for {}: {e}; ignored", key.text()));
+                    Record::default()
+                })
+            }),
+            Backend::Db(db) => db.get(key).unwrap_or_else(|e| {
+                self.problem(e);
+                None
+            }),
+            Backend::Text(_) => {
+                self.refresh();
+                self.map(key).get(key).map(Packed::unpack)
+            }
+            Backend::Process => self.map(key).get(key).map(Packed::unpack),
+        }
+        .unwrap_or_default()
+    }
+
+    /// Changes a peer's record and writes it through to the database, file or store.
     pub fn update(&self, key: &Key, f: impl FnOnce(&mut Record, u64)) {
         let now = self.now();
+        if let Backend::Db(db) = &self.backend {
+            // Read, change and write in one transaction of the database.
+            let l = self.lifetimes();
+            match db.update(key, now, |r| expire(r, now, &l), f) {
+                Ok(problems) => problems.into_iter().for_each(|p| self.problem(p)),
+                Err(e) => self.problem(format!("{e}; the change to {} is lost", key.text())),
+            }
+            return;
+        }
         let mut r = self.get(key);
         f(&mut r, now);
-        let is_store = self.kind == Kind::Store && {
-            let be = self.backend.lock();
-            if let Backend::Store(s) = &*be {
+        match &self.backend {
+            Backend::Store(s) => {
+                let s = s.lock();
                 if r.is_empty() {
                     s.delete(&key.text());
                 } else {
                     s.put(&key.text(), &r.fields());
                 }
-                true
-            } else {
-                false
             }
-        };
-        if is_store {
-            return;
-        }
-        if self.kind == Kind::File {
             // Write-through: another process must not lose what this one learnt.
-            self.save(key, &r);
-        } else if r.is_empty() {
-            self.map(key).remove(key);
-        } else {
-            self.map(key).insert(key.clone(), Packed::pack(&r));
+            Backend::Text(t) => self.save(t, key, &r),
+            _ if r.is_empty() => {
+                self.map(key).remove(key);
+            }
+            _ => {
+                self.map(key).insert(key.clone(), Packed::pack(&r));
+            }
         }
     }
 
@@ -386,27 +307,82 @@ impl Memory {
         self.update(key, |r, _| *r = Record::default());
     }
 
-    /// Every record (file and process memory); None for a store, which cannot be listed.
+    /// Every record (database, file or process memory), expired facts dropped, in key
+    /// order; None for a store, which cannot be listed.
     pub fn list(&self) -> Option<Vec<(Key, Record)>> {
-        if self.kind == Kind::Store {
-            return None;
-        }
-        self.refresh();
         let now = self.now();
         let l = self.lifetimes();
-        let mut v: Vec<(Key, Record)> = self
-            .all_maps()
-            .iter()
-            .flat_map(|m| m.iter())
-            .map(|(k, p)| {
-                let mut r = p.unpack();
-                expire(&mut r, now, &l);
-                (k.clone(), r)
-            })
-            .filter(|(_, r)| !r.is_empty())
-            .collect();
+        let mut v: Vec<(Key, Record)> = match &self.backend {
+            Backend::Store(_) => return None,
+            Backend::Db(db) => match db.all() {
+                Ok((all, bad)) => {
+                    bad.into_iter().for_each(|k| self.problem(format!("record for {k}: a value this version cannot read; not listed")));
+                    all
+                }
+                Err(e) => {
+                    self.problem(e);
+                    Vec::new()
+                }
+            },
+            Backend::Text(_) | Backend::Process => {
+                self.refresh();
+                self.all_maps().iter().flat_map(|m| m.iter()).map(|(k, p)| (k.clone(), p.unpack())).collect()
+            }
+        };
+        v.iter_mut().for_each(|(_, r)| expire(r, now, &l));
+        v.retain(|(_, r)| !r.is_empty());
         v.sort_by(|a, b| a.0.cmp(&b.0));
         Some(v)
+    }
+
+    /// Every record in the version-1 text format (what `import_text` reads); None for
+    /// a store.
+    pub fn export_text(&self) -> Option<String> {
+        let mut text = String::from(FILE_MAGIC);
+        text.push('\n');
+        for (k, r) in self.list()? {
+            let _ = writeln!(text, "{} {}", k.text(), r.fields());
+        }
+        Some(text)
+    }
+
+    /// Writes [`Memory::export_text`] to `path` (mode 0600, by rename); the count.
+    pub fn export_file(&self, path: &Path) -> Result<usize> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let text = self.export_text().ok_or_else(|| Error::new(Code::Unsupported, "a memory on an application store cannot be listed"))?;
+        let tmp = PathBuf::from(format!("{}.tmp.{}", path.display(), std::process::id()));
+        let io = |e: std::io::Error| Error::new(Code::Io, format!("{}: {e}", path.display()));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).and_then(|()| f.sync_all()).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e)
+        })?;
+        Ok(text.lines().count() - 1)
+    }
+
+    /// [`Memory::import_text`] of the file at `path`.
+    pub fn import_file(&self, path: &Path) -> Result<usize> {
+        let data = std::fs::read(path).map_err(|e| Error::new(Code::Io, format!("{}: {e}", path.display())))?;
+        Ok(self.import_text(&data))
+    }
+
+    /// Merges the records of a version-1 text (an export, or an old memory file) into
+    /// this memory: for each peer the newer fact wins. Lines that do not parse are
+    /// skipped and reported in [`Memory::problems`]. Returns how many records were read.
+    pub fn import_text(&self, text: &[u8]) -> usize {
+        let (records, bad) = parse_file(text);
+        bad.into_iter().for_each(|p| self.problem(format!("import{p}")));
+        if let Backend::Db(db) = &self.backend {
+            if let Err(e) = db.merge_all(&records) {
+                self.problem(format!("{e}; the import is lost"));
+                return 0;
+            }
+        } else {
+            for (k, r) in &records {
+                self.update(k, |mine, _| mine.merge(r));
+            }
+        }
+        records.len()
     }
 
     /// Where to start with a peer.
@@ -503,6 +479,10 @@ impl Memory {
             r.intolerant = None;
         });
     }
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Drops facts past their lifetime.

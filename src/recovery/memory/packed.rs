@@ -85,3 +85,62 @@ impl Packed {
         }
     }
 }
+
+/// The first byte of a record's value in the memory database: the layout's version.
+pub(super) const VALUE_V1: u8 = 1;
+/// A value's length: the version byte, seven u32 and four u8.
+pub(super) const VALUE_LEN: usize = 1 + 7 * 4 + 4;
+
+impl Packed {
+    /// The database value: `VALUE_V1`, then the fields, little-endian.
+    pub(super) fn to_bytes(self) -> [u8; VALUE_LEN] {
+        let mut out = [0u8; VALUE_LEN];
+        out[0] = VALUE_V1;
+        let words = [
+            self.tolerant_at,
+            self.intolerant_first,
+            self.intolerant_last,
+            self.intolerant_count,
+            self.sni_off,
+            self.pinned,
+            self.tls13,
+        ];
+        for (i, w) in words.iter().enumerate() {
+            out[1 + 4 * i..5 + 4 * i].copy_from_slice(&w.to_le_bytes());
+        }
+        out[29..].copy_from_slice(&[self.flags, self.tolerant_rung, self.intolerant_rung, self.intolerant_class]);
+        out
+    }
+
+    /// A database value read back; None when it is not one this version wrote (wrong
+    /// length or version, a rung or class out of range, unknown flag bits): a value
+    /// is input like any other, and `unpack` must never index out of bounds.
+    pub(super) fn from_bytes(b: &[u8]) -> Option<Packed> {
+        if b.len() != VALUE_LEN || b[0] != VALUE_V1 {
+            return None;
+        }
+        let w = |i: usize| u32::from_le_bytes([b[1 + 4 * i], b[2 + 4 * i], b[3 + 4 * i], b[4 + 4 * i]]);
+        let [flags, tolerant_rung, intolerant_rung, intolerant_class] = [b[29], b[30], b[31], b[32]];
+        let known = TOLERANT | INTOLERANT | SNI_OFF | PINNED | TLS13 | PQ_KNOWN | PQ;
+        if flags & !known != 0
+            || tolerant_rung as usize >= Rung::ALL.len()
+            || intolerant_rung as usize >= Rung::ALL.len()
+            || intolerant_class as usize >= FailureClass::ALL.len()
+        {
+            return None;
+        }
+        Some(Packed {
+            tolerant_at: w(0),
+            intolerant_first: w(1),
+            intolerant_last: w(2),
+            intolerant_count: w(3),
+            sni_off: w(4),
+            pinned: w(5),
+            tls13: w(6),
+            flags,
+            tolerant_rung,
+            intolerant_rung,
+            intolerant_class,
+        })
+    }
+}
