@@ -25,7 +25,10 @@
 #include "common.h"
 
 /* After a failure no command is tried for this long: with Redis down or black-holed,
- * every get would otherwise cost a connect timeout, and a negotiation makes several. */
+ * every get would otherwise cost a connect timeout, and a negotiation makes several.
+ * It also keeps a put from following a get that failed: the library takes a failed
+ * get for "no record", and writing what it then learnt over a record it could not
+ * read would lose that record's pin. */
 #define RETRY_AFTER_MS 5000u
 
 struct redis_store {
