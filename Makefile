@@ -37,6 +37,7 @@ ffi-test: lib examples
 # The example programs driven from scripts against real fixture servers.
 examples-test: lib examples
 	bash tests/examples/client-memory.sh
+	bash tests/examples/client-redis-memory.sh
 	bash tests/examples/client-safety.sh
 	bash tests/examples/mailbox-junk.sh
 

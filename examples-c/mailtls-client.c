@@ -6,7 +6,8 @@
  *
  *   mailtls-client [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]
  *                  [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]
- *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]
+ *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]
+ *                  [--from ADDR --to ADDR... --message FILE]
  *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
  *
  * Exit status (sysexits): 0 done as the policy allows; 75 temporary failure (defer,
@@ -39,6 +40,7 @@
 
 #include "common.h"
 #include "mailbox-client.h"
+#include "redis-store.h"
 
 static const char *const prog = "mailtls-client";
 static int verbose;
@@ -52,7 +54,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]\n"
             "                      [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]\n"
-            "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE] [--from ADDR --to ADDR... --message FILE]\n"
+            "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]\n"
+            "                      [--from ADDR --to ADDR... --message FILE]\n"
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
             "       %s --memory FILE --list-memory\n"
             "       %s --memory FILE --forget HOST[:PORT]\n"
@@ -71,6 +74,10 @@ static void usage(FILE *f)
             "                (default 300); then it defers as a timeout\n"
             "  --memory FILE the intolerance memory database (LMDB), shared with other runs and\n"
             "                processes; an older version's text file there is converted\n"
+            "  --memory-redis HOST[:PORT][/PREFIX]  the intolerance memory in Redis (port 6379,\n"
+            "                keys PREFIX + \"smtp HOST PORT\", PREFIX \"mailtls:\" by default), shared\n"
+            "                with every process and host using it; Redis down or slow (1 s) is no\n"
+            "                memory, never a failure. List and forget with redis-cli (SCAN, DEL)\n"
             "  --list-memory print every record of --memory FILE, one per line, and exit\n"
             "  --forget HOST[:PORT]  forget what --memory FILE knows of HOST (every port\n"
             "                without :PORT), print how many records went, and exit\n"
@@ -782,6 +789,11 @@ static int memory_command(const char *memfile, bool list, const char *forget, co
 
 /* ---- main ---- */
 
+/* --memory-redis: the store outlives the memory and every config holding it, so it
+ * goes at exit, whichever way main ends. */
+static struct redis_store *redis;
+static void free_redis(void) { redis_store_free(redis); }
+
 int main(int argc, char **argv)
 {
     uint32_t proto = MAILTLS_PROTO_SMTP;
@@ -793,11 +805,13 @@ int main(int argc, char **argv)
     bool json = false;
 
     enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
-           O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH, O_TOTAL_TIMEOUT };
+           O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
+           O_TOTAL_TIMEOUT, O_MEMORY_REDIS };
     bool implicit = false, plaintext_auth = false;
     const char *user = NULL, *pass = NULL;
     bool list_memory = false;
     const char *forget = NULL, *export_to = NULL, *import_from = NULL;
+    const char *memredis = NULL;
     static const struct option longopts[] = {
         {"proto", required_argument, NULL, O_PROTO},
         {"policy", required_argument, NULL, O_POLICY},
@@ -810,6 +824,7 @@ int main(int argc, char **argv)
         {"message", required_argument, NULL, O_MESSAGE},
         {"json", no_argument, NULL, O_JSON},
         {"memory", required_argument, NULL, O_MEMORY},
+        {"memory-redis", required_argument, NULL, O_MEMORY_REDIS},
         {"list-memory", no_argument, NULL, O_LIST_MEMORY},
         {"forget", required_argument, NULL, O_FORGET},
         {"export-memory", required_argument, NULL, O_EXPORT_MEMORY},
@@ -874,6 +889,7 @@ int main(int argc, char **argv)
         case O_JSON: json = true; break;
         case 'v': verbose = 1; break;
         case O_MEMORY: memfile = optarg; break;
+        case O_MEMORY_REDIS: memredis = optarg; break;
         case O_LIST_MEMORY: list_memory = true; break;
         case O_FORGET: forget = optarg; break;
         case O_EXPORT_MEMORY: export_to = optarg; break;
@@ -882,10 +898,19 @@ int main(int argc, char **argv)
         default: usage(stderr); return EX_USAGE;
         }
     }
+    if (memredis) {
+        if (memfile)
+            die_usage("--memory FILE and --memory-redis: one memory or the other");
+        char rerr[512];
+        if (!(redis = redis_store_new(memredis, 0, 0, prog, rerr, sizeof rerr)))
+            die_usage("--memory-redis: %s", rerr);
+        atexit(free_redis); /* after main's return has freed the config, the memory's last holder */
+    }
     int memory_commands = list_memory + !!forget + !!export_to + !!import_from;
     if (memory_commands) {
         if (!memfile)
-            die_usage("--list-memory, --forget, --export-memory and --import-memory need --memory FILE");
+            die_usage("--list-memory, --forget, --export-memory and --import-memory need --memory FILE%s",
+                      redis ? " (a Redis memory is listed and edited with redis-cli)" : "");
         if (memory_commands > 1)
             die_usage("--list-memory, --forget, --export-memory and --import-memory are separate commands");
         if (optind != argc)
@@ -966,6 +991,14 @@ int main(int argc, char **argv)
                 fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, problems);
             rc = mailtls_config_builder_set_memory(b, mem);
             mailtls_memory_free(mem); /* the config holds its own reference */
+        }
+    }
+    if (rc == MAILTLS_RESULT_OK && redis) {
+        step = "memory-redis";
+        rc = redis_store_memory(redis, &mem);
+        if (rc == MAILTLS_RESULT_OK) {
+            rc = mailtls_config_builder_set_memory(b, mem);
+            mailtls_memory_free(mem);
         }
     }
     if (rc == MAILTLS_RESULT_OK && plaintext_auth) {

@@ -19,14 +19,35 @@ fi
 # mailtls-server's legacy TLS engine (the handoff example) links the system OpenSSL.
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 have openssl || need+=(openssl)
+# The example Redis store (examples-c/redis-store.c) links hiredis, Redis's own C
+# client; tests/examples/client-redis-memory.sh runs a redis-server of its own on
+# loopback and looks at the keys with redis-cli (redis-tools).
+[ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
+have redis-server || need+=(redis-server)
+have redis-cli || need+=(redis-tools)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
+  # redis-server's package would start a system Redis on port 6379; the tests run
+  # their own on a free port, so services are kept from starting for the install
+  # (a policy-rc.d, when the machine has none, as install-real-servers.sh does).
+  POLICY=/usr/sbin/policy-rc.d
+  ours=0
+  if [ ! -e $POLICY ]; then
+    printf '#!/bin/sh\n# installed by mailtls install-deps.sh for the duration of one install\nexit 101\n' |
+      $SUDO tee $POLICY >/dev/null
+    $SUDO chmod 755 $POLICY
+    ours=1
+  fi
+  restore() { if [ $ours = 1 ]; then $SUDO rm -f $POLICY; fi; }
+  trap restore EXIT
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+  restore
+  trap - EXIT
 fi
 
 have cargo || { echo "install-deps: cargo (Rust toolchain) is required and cannot be installed here" >&2; exit 1; }
