@@ -198,10 +198,12 @@ static char *full_key(const struct redis_store *st, const char *key, size_t *len
 
 /*
  * get: the value when it is a string that fits, with its NUL, in the library's
- * buffer. Anything else is "no record" (an errno other than ENOENT, which the
- * library counts as none): a value too long for the buffer cannot be a record the
- * library wrote, and handing it over cut short could turn it into a different,
- * valid-looking record.
+ * buffer; ERANGE when it does not (the library asks again with a larger buffer: never
+ * hand a value over cut short, which could turn it into a different, valid-looking
+ * record). A key that holds no record (a NUL byte inside, another Redis type) is
+ * none ("" returned), so the next change replaces it. Redis unreachable or failing:
+ * EIO, which the library reports and which keeps it from writing over a record it
+ * could not read.
  */
 static int32_t store_get(void *ud, const char *key, char *buf, uintptr_t len)
 {
@@ -222,17 +224,20 @@ static int32_t store_get(void *ud, const char *key, char *buf, uintptr_t len)
         rc = ENOENT;
     } else if (r->type == REDIS_REPLY_STRING) {
         if (r->len >= len) {
-            fprintf(stderr, "%s: memory-redis: %s holds %zu bytes, more than a record (%zu): ignored\n",
-                    st->logname, k, r->len, (size_t)(len ? len - 1 : 0));
-            rc = EMSGSIZE;
+            rc = ERANGE;
         } else if (memchr(r->str, '\0', r->len)) {
             fprintf(stderr, "%s: memory-redis: %s holds a NUL byte, not a record: ignored\n", st->logname, k);
-            rc = EILSEQ;
+            buf[0] = '\0';
+            rc = 0;
         } else {
             memcpy(buf, r->str, r->len);
             buf[r->len] = '\0';
             rc = 0;
         }
+    } else if (r->type == REDIS_REPLY_ERROR && r->len >= 9 && memcmp(r->str, "WRONGTYPE", 9) == 0) {
+        fprintf(stderr, "%s: memory-redis: GET %s: %.*s: not a record\n", st->logname, k, (int)r->len, r->str);
+        buf[0] = '\0';
+        rc = 0;
     } else if (r->type == REDIS_REPLY_ERROR) {
         fprintf(stderr, "%s: memory-redis: GET %s: %.*s\n", st->logname, k, (int)r->len, r->str);
         rc = EIO;

@@ -1036,6 +1036,66 @@ TEST(zoo_memory_on_an_application_store_through_callbacks) {
     table_add("reset-above, store", &c1, c2.connections);
 }
 
+/* A store that fails its gets with EIO, or answers ERANGE until the buffer is large. */
+struct flaky_kv {
+    struct kv kv;
+    int fail_gets;      /* EIO for every get while set */
+    uintptr_t need;     /* ERANGE while the buffer is smaller than this */
+    uintptr_t lens[8];  /* the buffer sizes offered, in order */
+    int nlens;
+};
+
+static int32_t flaky_get(void *ud, const char *key, char *buf, uintptr_t len) {
+    struct flaky_kv *f = ud;
+    if (f->nlens < 8)
+        f->lens[f->nlens++] = len;
+    if (f->fail_gets)
+        return EIO;
+    if (len < f->need)
+        return ERANGE;
+    return kv_get(&f->kv, key, buf, len);
+}
+
+static int32_t flaky_put(void *ud, const char *key, const char *value) { return kv_put(&((struct flaky_kv *)ud)->kv, key, value); }
+static int32_t flaky_del(void *ud, const char *key) { return kv_del(&((struct flaky_kv *)ud)->kv, key); }
+
+TEST(store_failures_are_reported_and_a_record_that_could_not_be_read_is_never_overwritten) {
+    struct zoo *z = zoo_start("reset-above:1000");
+    REQUIRE(z);
+    struct flaky_kv *f = calloc(1, sizeof *f);
+    REQUIRE(f);
+    defer_call(free, f);
+    const mailtls_memory *m = NULL;
+    REQUIRE_RC(mailtls_memory_new_store(flaky_get, flaky_put, flaky_del, f, &m), MAILTLS_RESULT_OK);
+    defer_call(free_memory, (void *)m);
+    struct contact c1 = contact(z, MAILTLS_POLICY_ENCRYPT, m);
+    EXPECT_AT(c1, MAILTLS_OUTCOME_TLS, MAILTLS_RUNG_COMPACT, 2);
+    REQUIRE(f->kv.n == 1);
+    char before[512];
+    snprintf(before, sizeof before, "%s", f->kv.val[0]);
+    /* The store fails: the contact still works (from the top), nothing is written over
+     * the record it could not read, and the failure is reported. */
+    f->fail_gets = 1;
+    int puts = f->kv.puts;
+    struct contact c2 = contact(z, MAILTLS_POLICY_ENCRYPT, m);
+    EXPECT_AT(c2, MAILTLS_OUTCOME_TLS, MAILTLS_RUNG_COMPACT, 2);
+    CHECK(f->kv.puts == puts);
+    CHECK_STREQ(f->kv.val[0], before);
+    char problems[2048] = {0};
+    uintptr_t w = 0;
+    CHECK_RC(mailtls_memory_problems(m, problems, sizeof problems, &w), MAILTLS_RESULT_OK);
+    if (!strstr(problems, "store get smtp 127.0.0.1") || !strstr(problems, "(errno 5)") ||
+        !strstr(problems, "is not written: its record could not be read"))
+        test_fail(__FILE__, __LINE__, "problems: %s", problems);
+    /* ERANGE: the library offers a buffer four times larger, up to 65536 bytes. */
+    f->fail_gets = 0;
+    f->need = 20000;
+    f->nlens = 0;
+    struct contact c3 = contact(z, MAILTLS_POLICY_ENCRYPT, m);
+    EXPECT_AT(c3, MAILTLS_OUTCOME_TLS, MAILTLS_RUNG_COMPACT, 1);
+    CHECK(f->nlens >= 3 && f->lens[0] == 4096 && f->lens[1] == 16384 && f->lens[2] == 65536);
+}
+
 /* Last in this file: the table of every case above. */
 TEST(zoo_table) {
     printf("\n  %-24s %-10s %-8s %-6s %-5s\n", "case", "outcome", "rung", "first", "next");

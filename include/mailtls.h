@@ -656,8 +656,13 @@ typedef void (*mailtls_log_callback)(void *userdata, uint32_t level, const char 
 
 /*
  Store callback: copy the record text for `key` (NUL-terminated) into `buf` of `len`
- bytes and return 0, or return `ENOENT` when there is none (any other errno counts
- as none and is reported).
+ bytes and return 0 (an empty string also means none), or return `ENOENT` when there
+ is none. `ERANGE`: the value does not fit; the library calls again with a buffer
+ four times larger (4096 bytes first, at most 65536). Any other errno is a failure
+ of the store: it is reported (`mailtls_memory_problems`), the lookup finds nothing,
+ and a change to that peer is not written, so that a record the store could not read
+ is never overwritten. Keys are `PROTO HOST PORT` (`smtp mx.example.org 25`):
+ printable ASCII, the host lower-cased, at most 270 bytes.
  */
 typedef int32_t (*mailtls_store_get_callback)(void *userdata,
                                               const char *key,
@@ -665,12 +670,14 @@ typedef int32_t (*mailtls_store_get_callback)(void *userdata,
                                               uintptr_t len);
 
 /*
- Store callback: keep `value` for `key`; return 0 or an errno.
+ Store callback: keep `value` (the record's text fields, one line, at most a few
+ hundred bytes) for `key`; return 0, or an errno (reported).
  */
 typedef int32_t (*mailtls_store_put_callback)(void *userdata, const char *key, const char *value);
 
 /*
- Store callback: delete `key`; return 0 or an errno.
+ Store callback: delete `key`; return 0 (also when it was not there, or ENOENT), or an
+ errno (reported).
  */
 typedef int32_t (*mailtls_store_delete_callback)(void *userdata, const char *key);
 
@@ -974,8 +981,12 @@ mailtls_result mailtls_memory_open_file(const char *path, const mailtls_memory *
 /*
  Creates a memory kept in the application's own store through three callbacks
  (keys look like `smtp mx.example.org 25`, values are the record's text fields).
- `userdata` is passed on every call, from any thread using the memory, and must
- outlive the memory.
+ `userdata` is passed on every call and must outlive the memory. The callbacks are
+ called from whichever thread uses the memory, one call at a time: a slow store
+ delays every session of the memory, so give it a short timeout of its own. A change
+ is a get then a put or delete, not atomic across processes (the last writer wins);
+ stores that several hosts share should expire keys themselves (the longest default
+ lifetime is 60 days) since the library cannot list them.
  */
 mailtls_result mailtls_memory_new_store(mailtls_store_get_callback get,
                                         mailtls_store_put_callback put,

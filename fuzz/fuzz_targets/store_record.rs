@@ -14,16 +14,18 @@ use mailtls::recovery::{FailureClass, Rung};
 struct OneRecord(Mutex<Option<String>>);
 
 impl Store for OneRecord {
-    fn get(&self, _key: &str) -> Option<String> {
-        self.0.lock().unwrap().clone()
+    fn get(&self, _key: &str) -> Result<Option<String>, String> {
+        Ok(self.0.lock().unwrap().clone())
     }
-    fn put(&self, _key: &str, value: &str) {
+    fn put(&self, _key: &str, value: &str) -> Result<(), String> {
         let back = Record::parse_fields(value).expect("the memory stored a record it cannot read");
         assert_eq!(back.fields(), value);
         *self.0.lock().unwrap() = Some(value.to_string());
+        Ok(())
     }
-    fn delete(&self, _key: &str) {
+    fn delete(&self, _key: &str) -> Result<(), String> {
         *self.0.lock().unwrap() = None;
+        Ok(())
     }
 }
 

@@ -14,14 +14,21 @@ pub struct mailtls_memory {
 }
 
 /// Store callback: copy the record text for `key` (NUL-terminated) into `buf` of `len`
-/// bytes and return 0, or return `ENOENT` when there is none (any other errno counts
-/// as none and is reported).
+/// bytes and return 0 (an empty string also means none), or return `ENOENT` when there
+/// is none. `ERANGE`: the value does not fit; the library calls again with a buffer
+/// four times larger (4096 bytes first, at most 65536). Any other errno is a failure
+/// of the store: it is reported (`mailtls_memory_problems`), the lookup finds nothing,
+/// and a change to that peer is not written, so that a record the store could not read
+/// is never overwritten. Keys are `PROTO HOST PORT` (`smtp mx.example.org 25`):
+/// printable ASCII, the host lower-cased, at most 270 bytes.
 pub type mailtls_store_get_callback =
     Option<extern "C" fn(userdata: *mut c_void, key: *const c_char, buf: *mut c_char, len: usize) -> i32>;
-/// Store callback: keep `value` for `key`; return 0 or an errno.
+/// Store callback: keep `value` (the record's text fields, one line, at most a few
+/// hundred bytes) for `key`; return 0, or an errno (reported).
 pub type mailtls_store_put_callback =
     Option<extern "C" fn(userdata: *mut c_void, key: *const c_char, value: *const c_char) -> i32>;
-/// Store callback: delete `key`; return 0 or an errno.
+/// Store callback: delete `key`; return 0 (also when it was not there, or ENOENT), or an
+/// errno (reported).
 pub type mailtls_store_delete_callback = Option<extern "C" fn(userdata: *mut c_void, key: *const c_char) -> i32>;
 /// List callback: one record line (`smtp mx.example.org 25 tolerant=compact@1700000000 ...`).
 pub type mailtls_memory_list_callback = Option<extern "C" fn(userdata: *mut c_void, line: *const c_char)>;
@@ -94,31 +101,62 @@ struct CStore {
     userdata: usize,
 }
 
+/// The get callback's first buffer, and the largest it is offered after ERANGE.
+const STORE_BUF: usize = 4096;
+const STORE_BUF_MAX: usize = 65536;
+
+fn errno_text(rc: i32) -> String {
+    format!("{} (errno {rc})", std::io::Error::from_raw_os_error(rc))
+}
+
 impl Store for CStore {
-    fn get(&self, key: &str) -> Option<String> {
+    fn get(&self, key: &str) -> Result<Option<String>, String> {
         let k = cstring(key);
-        let mut buf = vec![0u8; 4096];
-        let rc = (self.get)(self.userdata as *mut c_void, k.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len());
-        if rc != 0 {
-            return None;
+        let mut len = STORE_BUF;
+        loop {
+            let mut buf = vec![0u8; len];
+            let rc = (self.get)(self.userdata as *mut c_void, k.as_ptr(), buf.as_mut_ptr() as *mut c_char, buf.len());
+            match rc {
+                0 => {}
+                libc::ENOENT => return Ok(None),
+                libc::ERANGE if len < STORE_BUF_MAX => {
+                    len *= 4;
+                    continue;
+                }
+                libc::ERANGE => return Err(format!("the value does not fit in {STORE_BUF_MAX} bytes")),
+                rc => return Err(errno_text(rc)),
+            }
+            let Some(end) = buf.iter().position(|&b| b == 0) else {
+                return Err(format!("the value is not NUL-terminated within {len} bytes"));
+            };
+            // A value that is not UTF-8 is a record that does not parse: reported, replaced.
+            return Ok((end > 0).then(|| String::from_utf8_lossy(&buf[..end]).into_owned()));
         }
-        let end = buf.iter().position(|&b| b == 0)?;
-        String::from_utf8(buf[..end].to_vec()).ok()
     }
-    fn put(&self, key: &str, value: &str) {
+    fn put(&self, key: &str, value: &str) -> Result<(), String> {
         let (k, v) = (cstring(key), cstring(value));
-        (self.put)(self.userdata as *mut c_void, k.as_ptr(), v.as_ptr());
+        match (self.put)(self.userdata as *mut c_void, k.as_ptr(), v.as_ptr()) {
+            0 => Ok(()),
+            rc => Err(errno_text(rc)),
+        }
     }
-    fn delete(&self, key: &str) {
+    fn delete(&self, key: &str) -> Result<(), String> {
         let k = cstring(key);
-        (self.delete)(self.userdata as *mut c_void, k.as_ptr());
+        match (self.delete)(self.userdata as *mut c_void, k.as_ptr()) {
+            0 | libc::ENOENT => Ok(()),
+            rc => Err(errno_text(rc)),
+        }
     }
 }
 
 /// Creates a memory kept in the application's own store through three callbacks
 /// (keys look like `smtp mx.example.org 25`, values are the record's text fields).
-/// `userdata` is passed on every call, from any thread using the memory, and must
-/// outlive the memory.
+/// `userdata` is passed on every call and must outlive the memory. The callbacks are
+/// called from whichever thread uses the memory, one call at a time: a slow store
+/// delays every session of the memory, so give it a short timeout of its own. A change
+/// is a get then a put or delete, not atomic across processes (the last writer wins);
+/// stores that several hosts share should expire keys themselves (the longest default
+/// lifetime is 60 days) since the library cannot list them.
 #[no_mangle]
 pub extern "C" fn mailtls_memory_new_store(
     get: mailtls_store_get_callback,

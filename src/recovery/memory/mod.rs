@@ -50,13 +50,16 @@ impl Default for Lifetimes {
 }
 
 /// A store the application provides (get / put / delete of a record's text by key text).
+/// An Err is a failure of the store (it is reported in [`Memory::problems`]): a get
+/// that failed is not "no record", and a change is then not written over a record
+/// that could not be read.
 pub trait Store: Send + Sync {
-    /// The record text for a key, if any.
-    fn get(&self, key: &str) -> Option<String>;
+    /// The record text for a key: Ok(None) when there is none.
+    fn get(&self, key: &str) -> std::result::Result<Option<String>, String>;
     /// Stores the record text for a key.
-    fn put(&self, key: &str, value: &str);
+    fn put(&self, key: &str, value: &str) -> std::result::Result<(), String>;
     /// Deletes a key.
-    fn delete(&self, key: &str);
+    fn delete(&self, key: &str) -> std::result::Result<(), String>;
 }
 
 /// What the memory advises for a new attempt.
@@ -224,7 +227,7 @@ impl Memory {
 
     /// The record of a peer with expired facts dropped, and the names of those facts.
     fn get_noting_expiry(&self, key: &Key) -> (Record, Vec<&'static str>) {
-        let mut r = self.stored(key);
+        let mut r = self.stored(key).unwrap_or_default();
         if r.is_empty() {
             return (r, Vec::new());
         }
@@ -246,15 +249,22 @@ impl Memory {
         (r, gone)
     }
 
-    /// The record as the backend holds it (nothing expired yet).
-    fn stored(&self, key: &Key) -> Record {
-        match &self.backend {
-            Backend::Store(s) => s.lock().get(&key.text()).map(|t| {
-                Record::parse_fields(&t).unwrap_or_else(|e| {
-                    self.problem(format!("store record for {}: {e}; ignored", key.text()));
-                    Record::default()
-                })
-            }),
+    /// The record as the backend holds it (nothing expired yet); None when the
+    /// backend could not be read (reported).
+    fn stored(&self, key: &Key) -> Option<Record> {
+        let found = match &self.backend {
+            Backend::Store(s) => match s.lock().get(&key.text()) {
+                Ok(found) => found.map(|t| {
+                    Record::parse_fields(&t).unwrap_or_else(|e| {
+                        self.problem(format!("store record for {}: {e}; ignored", key.text()));
+                        Record::default()
+                    })
+                }),
+                Err(e) => {
+                    self.problem(format!("store get {}: {e}", key.text()));
+                    return None;
+                }
+            },
             Backend::Db(db) => db.get(key).unwrap_or_else(|e| {
                 self.problem(e);
                 None
@@ -264,8 +274,8 @@ impl Memory {
                 self.map(key).get(key).map(Packed::unpack)
             }
             Backend::Process => self.map(key).get(key).map(Packed::unpack),
-        }
-        .unwrap_or_default()
+        };
+        Some(found.unwrap_or_default())
     }
 
     /// Changes a peer's record and writes it through to the database, file or store.
@@ -280,15 +290,20 @@ impl Memory {
             }
             return;
         }
-        let mut r = self.get(key);
+        let Some(mut r) = self.stored(key) else {
+            // Writing now would replace a record that exists but could not be read.
+            self.problem(format!("the change to {} is not written: its record could not be read", key.text()));
+            return;
+        };
+        expire(&mut r, now, &self.lifetimes());
         f(&mut r, now);
         match &self.backend {
             Backend::Store(s) => {
                 let s = s.lock();
-                if r.is_empty() {
-                    s.delete(&key.text());
-                } else {
-                    s.put(&key.text(), &r.fields());
+                let done = if r.is_empty() { s.delete(&key.text()) } else { s.put(&key.text(), &r.fields()) };
+                if let Err(e) = done {
+                    drop(s);
+                    self.problem(format!("store {} {}: {e}", if r.is_empty() { "delete" } else { "put" }, key.text()));
                 }
             }
             // Write-through: another process must not lose what this one learnt.

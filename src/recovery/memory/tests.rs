@@ -253,14 +253,16 @@ fn the_text_backend_still_shares_its_file() {
 fn a_store_gets_every_change() {
     struct S(Mutex<HashMap<String, String>>);
     impl Store for S {
-        fn get(&self, k: &str) -> Option<String> {
-            self.0.lock().get(k).cloned()
+        fn get(&self, k: &str) -> std::result::Result<Option<String>, String> {
+            Ok(self.0.lock().get(k).cloned())
         }
-        fn put(&self, k: &str, v: &str) {
+        fn put(&self, k: &str, v: &str) -> std::result::Result<(), String> {
             self.0.lock().insert(k.into(), v.into());
+            Ok(())
         }
-        fn delete(&self, k: &str) {
+        fn delete(&self, k: &str) -> std::result::Result<(), String> {
             self.0.lock().remove(k);
+            Ok(())
         }
     }
     let m = Memory::store(Box::new(S(Mutex::new(HashMap::new()))));
