@@ -186,6 +186,11 @@ enum mailtls_result
    */
   MAILTLS_RESULT_TLS_CONFIG = 205,
   /*
+   The session ticket key file could not be read, is open to group or others, or
+   is malformed (the detail names the file and the mode or the line).
+   */
+  MAILTLS_RESULT_TICKET_KEY_LOAD = 206,
+  /*
    A transport callback or system call failed (the errno is in the message).
    */
   MAILTLS_RESULT_IO = 300,
