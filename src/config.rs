@@ -368,10 +368,11 @@ impl ConfigBuilder {
                 Some(ClientTls::new(Some(&trust), p == Policy::Verify)?)
             }
         };
-        use crate::tls::server::{certified_key, server_config, ServerTls};
+        use crate::tls::server::ServerTls;
+        use crate::tls::tickets::Tickets;
         let server_tls = match (self.role, &self.cert_files, &self.cert_pem, &self.key_pem) {
-            (Role::Server, Some((c, k)), _, _) => Some(ServerTls::from_files(c, k)?),
-            (Role::Server, None, Some(c), Some(k)) => Some(ServerTls::fixed(server_config(certified_key(c, k)?)?)),
+            (Role::Server, Some((c, k)), _, _) => Some(ServerTls::from_files(c, k, Arc::new(Tickets::new()?))?),
+            (Role::Server, None, Some(c), Some(k)) => Some(ServerTls::fixed(c, k, Arc::new(Tickets::new()?))?),
             _ => None,
         };
         let helo_name = self.helo_name.clone().unwrap_or_else(local_host_name);
