@@ -50,12 +50,16 @@
 //! secrets they can decrypt a recorded TLS 1.2 session that used it, and resume as the
 //! server towards a client that still holds the ticket (TLS 1.3 resumption here is
 //! always with (EC)DHE, so recorded TLS 1.3 traffic stays protected). Stolen ticket
-//! keys undo forward secrecy (RFC 5077 section 5.5; A. Langley, "How to botch TLS
-//! forward secrecy", 2013), so rotate the file (daily, say: a fresh current key, the
-//! old one as the previous) and keep it off backups and shared disks, as nginx's
-//! `ssl_session_ticket_key` documentation asks of its key files; Postfix's tlsmgr(8)
-//! holds one host's ticket keys in memory only and replaces them as
-//! `smtpd_tls_session_cache_timeout` runs out.
+//! keys undo forward secrecy (RFC 5077 section 5.5, "Ticket Protection Key
+//! Management"; A. Langley, "How to botch TLS forward secrecy", 2013), so keep the file
+//! off backups and shared disks and rotate it (daily, say: a fresh current key, the old
+//! one as the previous), the scheme of nginx's `ssl_session_ticket_key` (the first key
+//! encrypts, the others only decrypt); Postfix's tlsmgr(8) keeps one host's ticket keys
+//! in its memory and replaces them as `smtpd_tls_session_cache_timeout` runs out.
+//!
+//! Nonces are random (96 bits) under a key that changes every period: servers sharing a
+//! key stay under the 2^32 messages per key that NIST SP 800-38D allows random GCM
+//! nonces unless together they issue some 200,000 tickets a second.
 
 use std::path::Path;
 
