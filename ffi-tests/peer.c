@@ -68,16 +68,35 @@ static void peer_cleanup(void *arg) {
     free(p);
 }
 
-peer_t *peer_start(enum transport t, peer_fn fn, void *arg) {
+/* The fork behind peer_start and peer_exec. With shm_fd, the shared record is a memfd
+ * (its descriptor stored there before the fork, so the child can hand it on across
+ * exec); otherwise an anonymous shared mapping. */
+static peer_t *start(enum transport t, peer_fn fn, void *arg, int *shm_fd) {
     int fds[2];
     if (t == VIA_TCP ? tcp_pair(fds) < 0 : socketpair(AF_UNIX, SOCK_STREAM, 0, fds) < 0) {
         test_fail(__FILE__, __LINE__, "cannot make a %s connection: %s", t == VIA_TCP ? "TCP" : "socketpair",
                   strerror(errno));
         return NULL;
     }
-    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    int mfd = -1;
+    if (shm_fd) {
+        mfd = memfd_create("mailtls-peer", 0);
+        if (mfd < 0 || ftruncate(mfd, sizeof(struct shared)) < 0) {
+            test_fail(__FILE__, __LINE__, "memfd: %s", strerror(errno));
+            if (mfd >= 0)
+                close(mfd);
+            close(fds[0]);
+            close(fds[1]);
+            return NULL;
+        }
+        *shm_fd = mfd;
+    }
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, shm_fd ? MAP_SHARED : MAP_SHARED | MAP_ANONYMOUS,
+                             mfd, 0);
     if (sh == MAP_FAILED) {
         test_fail(__FILE__, __LINE__, "mmap: %s", strerror(errno));
+        if (mfd >= 0)
+            close(mfd);
         close(fds[0]);
         close(fds[1]);
         return NULL;
@@ -90,6 +109,8 @@ peer_t *peer_start(enum transport t, peer_fn fn, void *arg) {
     if (pid < 0) {
         test_fail(__FILE__, __LINE__, "fork: %s", strerror(errno));
         munmap(sh, sizeof *sh);
+        if (mfd >= 0)
+            close(mfd);
         close(fds[0]);
         close(fds[1]);
         return NULL;
@@ -106,6 +127,8 @@ peer_t *peer_start(enum transport t, peer_fn fn, void *arg) {
         _exit(sh->ok ? 0 : 1);
     }
     close(fds[1]);
+    if (mfd >= 0)
+        close(mfd); /* the mapping stays */
     set_timeouts(fds[0], SOCKET_TIMEOUT_S);
     peer_t *p = calloc(1, sizeof *p);
     p->pid = pid;
@@ -113,6 +136,75 @@ peer_t *peer_start(enum transport t, peer_fn fn, void *arg) {
     p->sh = sh;
     defer_call(peer_cleanup, p);
     return p;
+}
+
+peer_t *peer_start(enum transport t, peer_fn fn, void *arg) {
+    return start(t, fn, arg, NULL);
+}
+
+/* ---- peers in a program of their own ---- */
+
+struct exec_peer {
+    const char *name;
+    exec_peer_fn fn;
+};
+static struct exec_peer exec_peers[16];
+static size_t nexec_peers;
+
+void register_exec_peer(const char *name, exec_peer_fn fn) {
+    if (nexec_peers < sizeof exec_peers / sizeof exec_peers[0])
+        exec_peers[nexec_peers++] = (struct exec_peer){name, fn};
+}
+
+struct exec_request {
+    const char *name;
+    const char *const *args;
+    int shm_fd;
+};
+
+/* In the forked child: become this program again, told which peer to run. */
+static void exec_child(int fd, void *arg, struct shared *sh) {
+    const struct exec_request *rq = arg;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        child_fail(sh, "readlink /proc/self/exe: %s", strerror(errno));
+    self[n] = 0;
+    char fdtxt[16], shmtxt[16];
+    snprintf(fdtxt, sizeof fdtxt, "%d", fd);
+    snprintf(shmtxt, sizeof shmtxt, "%d", rq->shm_fd);
+    const char *argv[24] = {self, "--exec-peer", rq->name, fdtxt, shmtxt};
+    size_t k = 5;
+    for (size_t i = 0; rq->args && rq->args[i] && k < sizeof argv / sizeof argv[0] - 1; i++)
+        argv[k++] = rq->args[i];
+    argv[k] = NULL;
+    execv(self, (char *const *)argv);
+    child_fail(sh, "exec %s: %s", self, strerror(errno));
+}
+
+peer_t *peer_exec(enum transport t, const char *name, const char *const *args) {
+    struct exec_request rq = {name, args, -1};
+    return start(t, exec_child, &rq, &rq.shm_fd);
+}
+
+void exec_peer_main(int argc, char **argv) {
+    if (argc < 5)
+        _exit(2);
+    int fd = atoi(argv[3]), shm = atoi(argv[4]);
+    struct shared *sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    if (sh == MAP_FAILED)
+        _exit(2);
+    close(shm);
+    for (size_t i = 0; i < nexec_peers; i++) {
+        if (strcmp(exec_peers[i].name, argv[2]) == 0) {
+            exec_peers[i].fn(fd, argv + 5, sh);
+            close(fd);
+            if (sh->err[0] == 0)
+                sh->ok = 1;
+            _exit(sh->ok ? 0 : 1);
+        }
+    }
+    child_fail(sh, "no exec peer named %s", argv[2]);
 }
 
 void peer_close(peer_t *p) {

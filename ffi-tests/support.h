@@ -58,6 +58,23 @@ peer_t *peer_start(enum transport t, peer_fn fn, void *arg);
  * SIGKILL). Returns 1 when the child exited 0 with its checks passed. Idempotent. */
 int peer_finish(peer_t *p);
 void peer_close(peer_t *p);
+
+/* A peer in a program of its own: the child execs this suite again, which runs the
+ * exec peer `name` on its end of the connection with the NULL-terminated `args`.
+ * Nothing of the suite's memory reaches it but the shared record: a server started
+ * on its own, not forked from a process that built a config. Waited for, checked
+ * and reaped as peer_start's children are. */
+typedef void (*exec_peer_fn)(int fd, char **args, struct shared *sh);
+void register_exec_peer(const char *name, exec_peer_fn fn);
+#define EXEC_PEER(name)                                                        \
+    static void name(int fd, char **args, struct shared *sh);                 \
+    __attribute__((constructor)) static void register_peer_##name(void) {     \
+        register_exec_peer(#name, name);                                       \
+    }                                                                          \
+    static void name(int fd, char **args, struct shared *sh)
+peer_t *peer_exec(enum transport t, const char *name, const char *const *args);
+/* The suite's main when its first argument is --exec-peer (the exec'd child). */
+void exec_peer_main(int argc, char **argv) __attribute__((noreturn));
 #define CHECK_PEER_OK(p) check_peer_ok(__FILE__, __LINE__, (p))
 int check_peer_ok(const char *file, int line, peer_t *p);
 

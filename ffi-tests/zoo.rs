@@ -198,7 +198,8 @@ fn main() {
     }
     let (cert, key) = mailtls::tls::server::self_signed(&["localhost".to_string()]).expect("certificate");
     let ck = mailtls::tls::server::certified_key(cert.as_bytes(), key.as_bytes()).expect("key");
-    let full = mailtls::tls::server::server_config(ck.clone()).expect("config");
+    let tickets = Arc::new(mailtls::tls::tickets::Tickets::new().expect("ticket secret"));
+    let full = mailtls::tls::server::server_config(ck.clone(), tickets).expect("config");
     let tls12 = {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         #[derive(Debug)]

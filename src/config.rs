@@ -10,6 +10,7 @@ use crate::protocol::Limits;
 use crate::recovery::memory::Memory;
 use crate::tls::sniff::HelloKind;
 use crate::tls::client::{ClientTls, TrustSource};
+use crate::tls::tickets::{TicketKeys, Tickets};
 
 /// Which side of the connection a config is for.
 #[repr(u32)]
@@ -206,6 +207,16 @@ pub struct ConfigBuilder {
     hello_timeout: Duration,
     hello_actions: [HelloAction; 9],
     server_memory: Option<(Arc<Memory>, Duration)>,
+    ticket_keys: Option<TicketKeySource>,
+}
+
+/// Where a server's session ticket keys come from, when the caller gives them.
+#[derive(Clone)]
+enum TicketKeySource {
+    Keys(TicketKeys),
+    /// Read when set (to report a bad file at once) and again at every build, so a
+    /// config rebuilt after a rotation has the new keys.
+    File(std::path::PathBuf),
 }
 
 impl ConfigBuilder {
@@ -232,7 +243,44 @@ impl ConfigBuilder {
             hello_timeout: Duration::from_secs(30),
             hello_actions: HelloKind::ALL.map(|k| if k.servable() { HelloAction::Serve } else { HelloAction::Refuse }),
             server_memory: None,
+            ticket_keys: None,
         }
+    }
+
+    fn server_only(&self, what: &str) -> Result<()> {
+        if self.role != Role::Server {
+            return Err(Error::new(Code::InvalidParameter, format!("{what} are for a server config, not a client's")));
+        }
+        Ok(())
+    }
+
+    /// Server: issues session tickets under `current` and opens them under `current`
+    /// or `previous`, instead of a random secret drawn at build, so that servers built
+    /// apart (other processes, other hosts, after a restart) resume each other's
+    /// sessions. Each key is `MIN_KEY_LEN..=MAX_KEY_LEN` bytes of secret. Replaces a
+    /// key file set before.
+    pub fn ticket_keys(&mut self, current: &[u8], previous: Option<&[u8]>) -> Result<&mut Self> {
+        self.server_only("session ticket keys")?;
+        self.ticket_keys = Some(TicketKeySource::Keys(TicketKeys::new(current, previous)?));
+        Ok(self)
+    }
+
+    /// Server: as `ticket_keys`, from a key file (`tls::tickets` describes it), read
+    /// now and again at every build. Replaces keys set before.
+    pub fn ticket_key_file(&mut self, path: &str) -> Result<&mut Self> {
+        self.server_only("session ticket key files")?;
+        let path = std::path::PathBuf::from(path);
+        TicketKeys::from_file(&path)?;
+        self.ticket_keys = Some(TicketKeySource::File(path));
+        Ok(self)
+    }
+
+    fn tickets(&self) -> Result<Arc<Tickets>> {
+        Ok(Arc::new(match &self.ticket_keys {
+            None => Tickets::new()?,
+            Some(TicketKeySource::Keys(k)) => Tickets::with_keys(k)?,
+            Some(TicketKeySource::File(p)) => Tickets::with_keys(&TicketKeys::from_file(p)?)?,
+        }))
     }
 
     /// Server: sets the action for a hello format. Serve is only possible for TLS 1.2
@@ -368,10 +416,10 @@ impl ConfigBuilder {
                 Some(ClientTls::new(Some(&trust), p == Policy::Verify)?)
             }
         };
-        use crate::tls::server::{certified_key, server_config, ServerTls};
+        use crate::tls::server::ServerTls;
         let server_tls = match (self.role, &self.cert_files, &self.cert_pem, &self.key_pem) {
-            (Role::Server, Some((c, k)), _, _) => Some(ServerTls::from_files(c, k)?),
-            (Role::Server, None, Some(c), Some(k)) => Some(ServerTls::fixed(server_config(certified_key(c, k)?)?)),
+            (Role::Server, Some((c, k)), _, _) => Some(ServerTls::from_files(c, k, self.tickets()?)?),
+            (Role::Server, None, Some(c), Some(k)) => Some(ServerTls::fixed(c, k, self.tickets()?)?),
             _ => None,
         };
         let helo_name = self.helo_name.clone().unwrap_or_else(local_host_name);

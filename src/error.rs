@@ -48,6 +48,9 @@ pub enum Code {
     NoCertificate = 204,
     /// rustls refused the configuration.
     TlsConfig = 205,
+    /// The session ticket key file could not be read, is open to group or others, or
+    /// is malformed (the detail names the file and the mode or the line).
+    TicketKeyLoad = 206,
 
     /// A transport callback or system call failed (the errno is in the message).
     Io = 300,
@@ -135,7 +138,7 @@ impl Code {
         Code::NullParameter, Code::InvalidParameter, Code::InvalidState, Code::Panic,
         Code::Unsupported, Code::BufferTooSmall,
         Code::CertificateLoad, Code::PrivateKeyLoad, Code::KeyMismatch, Code::TrustAnchors,
-        Code::NoCertificate, Code::TlsConfig,
+        Code::NoCertificate, Code::TlsConfig, Code::TicketKeyLoad,
         Code::Io, Code::Timeout, Code::PeerClosed, Code::Connect,
         Code::Protocol, Code::LineTooLong, Code::TooManyLines, Code::TooMuchData,
         Code::GreetingRefused, Code::StarttlsNotOffered, Code::StarttlsRefusedTemporary,
@@ -174,6 +177,7 @@ impl Code {
             Code::TrustAnchors => "cannot load the trust anchors",
             Code::NoCertificate => "no usable certificate and key",
             Code::TlsConfig => "TLS configuration refused",
+            Code::TicketKeyLoad => "cannot load the session ticket keys",
             Code::Io => "I/O error",
             Code::Timeout => "timed out",
             Code::PeerClosed => "the peer closed the connection unexpectedly",
@@ -232,6 +236,7 @@ impl Code {
             Code::TrustAnchors => "trust-anchors",
             Code::NoCertificate => "no-certificate",
             Code::TlsConfig => "tls-config",
+            Code::TicketKeyLoad => "ticket-key-load",
             Code::Io => "io",
             Code::Timeout => "timeout",
             Code::PeerClosed => "peer-closed",

@@ -159,6 +159,13 @@ put("memory_file", "comments-and-bad-lines", b"mailtls-memory 1\n# a comment\n\n
 put("memory_file", "truncated", mem[:-20])
 put("memory_file", "foreign", b"mailtls-memory 2\nsmtp a 25 pinned@1\n")
 put("memory_file", "empty", b"mailtls-memory 1\n")
+key_a = b"4f4c44206b6579206f66206d61696c746c73207469636b6574732c2032303235"
+key_b = b"4E4557206B6579206F66206D61696C746C73207469636B6574732C20323032362C206C6F6E676572"
+put("ticket_key_file", "current-and-previous", b"# mailtls ticket keys, rotated daily\n\n" + key_b + b"\n# the previous key\n  " + key_a + b"  \r\n")
+put("ticket_key_file", "current-only", key_a + b"\n")
+put("ticket_key_file", "third-key", key_a + b"\n" + key_b + b"\n" + key_a + b"\n")
+put("ticket_key_file", "short-odd-and-commented", b"0123456789abcdef\n" + key_a + b"0\n" + key_a + b" # current\n")
+put("ticket_key_file", "comments-only", b"# no key yet\n\n")
 put("store_record", "full", b"tolerant=classic@1700000300 intolerant=modern@1700000100,intolerance,2,1700000000 sni-off@1 pinned@1700000300 pq=no tls13@1700000300")
 put("store_record", "pinned", b"tolerant=modern@1700000000 pinned@1700000000 pq=yes")
 put("store_record", "incompatible", b"intolerant=tls12@1700000000,incompatible,1,1700000000")

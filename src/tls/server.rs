@@ -9,6 +9,7 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
 use crate::error::{Code, Error, Result};
+use crate::tls::tickets::Tickets;
 
 /// Parses every certificate of a PEM buffer; none is an error.
 pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
@@ -54,29 +55,34 @@ pub fn self_signed(names: &[String]) -> Result<(String, String)> {
     Ok((ck.cert.pem(), ck.signing_key.serialize_pem()))
 }
 
-/// Builds the rustls server config for a certified key.
-pub fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
+/// Builds the rustls server config for a certified key, issuing and opening session
+/// tickets with `tickets`.
+pub fn server_config(ck: Arc<CertifiedKey>, tickets: Arc<Tickets>) -> Result<Arc<ServerConfig>> {
     let provider = Arc::new(crate::tls::provider::provider());
     let mut cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Single(ck)));
-    // Stateless resumption tickets: the ticket secret is drawn here, when the config
-    // is built, so a server that forks per connection (as MTAs do) or runs threads
-    // resumes sessions that another process or thread began; the in-memory session
-    // cache could not, nor can rustls' own ticketer (see `tls::tickets`).
-    cfg.ticketer = Arc::new(crate::tls::tickets::Tickets::new()?);
+    // Stateless resumption tickets under a secret fixed when our config is built (drawn
+    // then, or the caller's keys), so a server that forks per connection (as MTAs do)
+    // or runs threads resumes sessions that another process or thread began, and
+    // servers given the same keys resume each other's; the in-memory session cache
+    // could not, nor can rustls' own ticketer (see `tls::tickets`).
+    cfg.ticketer = tickets;
     Ok(Arc::new(cfg))
 }
 
 /// The server's TLS config, with the files it came from: checked at every STARTTLS
 /// and reloaded when they change (a renewed certificate needs no restart). When the
 /// files cannot be read or no longer load, TLS is unavailable until they are fixed:
-/// the server answers 454 and stops advertising STARTTLS.
+/// the server answers 454 and stops advertising STARTTLS. A reload keeps the ticket
+/// secret: tickets issued before a certificate renewal still resume after it, in every
+/// child, whichever of them reloads first.
 #[derive(Debug)]
 pub struct ServerTls {
     files: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    tickets: Arc<Tickets>,
     current: parking_lot::Mutex<(Option<FileStamps>, Option<Arc<ServerConfig>>)>,
 }
 
@@ -84,13 +90,18 @@ type FileStamps = (std::time::SystemTime, std::time::SystemTime);
 
 impl ServerTls {
     /// A config from PEM data in memory: always available.
-    pub fn fixed(cfg: Arc<ServerConfig>) -> Self {
-        ServerTls { files: None, current: parking_lot::Mutex::new((None, Some(cfg))) }
+    pub fn fixed(chain_pem: &[u8], key_pem: &[u8], tickets: Arc<Tickets>) -> Result<Self> {
+        let cfg = server_config(certified_key(chain_pem, key_pem)?, tickets.clone())?;
+        Ok(ServerTls { files: None, tickets, current: parking_lot::Mutex::new((None, Some(cfg))) })
     }
 
     /// A config from files, loaded now (an error now is a build error).
-    pub fn from_files(chain: &std::path::Path, key: &std::path::Path) -> Result<Self> {
-        let s = ServerTls { files: Some((chain.to_path_buf(), key.to_path_buf())), current: parking_lot::Mutex::new((None, None)) };
+    pub fn from_files(chain: &std::path::Path, key: &std::path::Path, tickets: Arc<Tickets>) -> Result<Self> {
+        let s = ServerTls {
+            files: Some((chain.to_path_buf(), key.to_path_buf())),
+            tickets,
+            current: parking_lot::Mutex::new((None, None)),
+        };
         s.reload()?;
         Ok(s)
     }
@@ -108,7 +119,7 @@ impl ServerTls {
         let stamps = self.stamps().map_err(|e| Error::new(Code::CertificateLoad, format!("{} / {}: {e}", c.display(), k.display())))?;
         let chain = std::fs::read(c).map_err(|e| Error::new(Code::CertificateLoad, format!("{}: {e}", c.display())))?;
         let key = std::fs::read(k).map_err(|e| Error::new(Code::PrivateKeyLoad, format!("{}: {e}", k.display())))?;
-        let cfg = server_config(certified_key(&chain, &key)?)?;
+        let cfg = server_config(certified_key(&chain, &key)?, self.tickets.clone())?;
         *self.current.lock() = (stamps, Some(cfg.clone()));
         Ok(cfg)
     }
@@ -158,6 +169,32 @@ mod tests {
         let (_, k2) = self_signed(&["b".into()]).unwrap();
         let e = certified_key(c.as_bytes(), k2.as_bytes()).unwrap_err();
         assert_eq!(e.code, Code::KeyMismatch);
+    }
+
+    #[test]
+    fn a_renewed_certificate_keeps_the_ticket_secret() {
+        // Each forked child reloads on its own; a secret drawn per reload would leave
+        // the children with different ones, and tickets from before the renewal dead.
+        let dir = std::env::temp_dir().join(format!("mailtls-reload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cp, kp) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let write = |names: &[String], stamp: u64| {
+            let (c, k) = self_signed(names).unwrap();
+            let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(stamp);
+            for (path, pem) in [(&cp, c), (&kp, k)] {
+                std::fs::write(path, pem).unwrap();
+                std::fs::File::options().write(true).open(path).unwrap().set_modified(t).unwrap();
+            }
+        };
+        write(&["a".into()], 1_000_000);
+        let tls = ServerTls::from_files(&cp, &kp, Arc::new(Tickets::new().unwrap())).unwrap();
+        let before = tls.now().unwrap();
+        let ticket = before.ticketer.encrypt(b"state").unwrap();
+        write(&["b".into()], 2_000_000);
+        let after = tls.now().unwrap();
+        assert!(!Arc::ptr_eq(&before, &after), "the renewal was not loaded");
+        assert_eq!(after.ticketer.decrypt(&ticket).as_deref(), Some(&b"state"[..]));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
