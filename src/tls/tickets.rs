@@ -72,6 +72,10 @@ use crate::error::{Code, Error, Result};
 /// How long one key issues tickets; a ticket opens for one more period after it.
 pub const PERIOD_SECS: u64 = 6 * 60 * 60;
 
+/// How far behind the issuing server's clock a server may be and still open a ticket
+/// issued just after a period began there (five minutes, as Kerberos allows).
+const MAX_SKEW: u64 = 5 * 60;
+
 /// The shortest caller-supplied key, in bytes: 256 bits of secret.
 pub const MIN_KEY_LEN: usize = 32;
 
@@ -321,7 +325,11 @@ impl Tickets {
         let master = self.master(id)?;
         let period = u64::from_be_bytes(period.try_into().ok()?);
         let current = now / PERIOD_SECS;
-        if period != current && period.checked_add(1) != Some(current) {
+        // Its own period or the one before; or the next one when this host's clock is
+        // at most MAX_SKEW behind the server that issued it (servers sharing keys
+        // across hosts do not share a clock).
+        let next_soon = period == current + 1 && period * PERIOD_SECS - now <= MAX_SKEW;
+        if period != current && period.checked_add(1) != Some(current) && !next_soon {
             return None;
         }
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
@@ -387,7 +395,9 @@ mod tests {
         assert!(k.open_at(start, &t).is_some());
         assert!(k.open_at(start + 2 * PERIOD_SECS - 1, &t).is_some());
         assert!(k.open_at(start + 2 * PERIOD_SECS, &t).is_none());
-        assert!(k.open_at(start - 1, &t).is_none(), "a ticket from the future is refused");
+        // A clock up to five minutes behind the issuer's still opens it, not more.
+        assert!(k.open_at(start - MAX_SKEW, &t).is_some());
+        assert!(k.open_at(start - MAX_SKEW - 1, &t).is_none(), "a ticket from the future is refused");
     }
 
     #[test]
