@@ -926,45 +926,6 @@ mailtls_result mailtls_config_builder_set_server_memory(mailtls_config_builder *
                                                         uint32_t seconds);
 
 /*
- Server: the session ticket keys, so that servers whose configs are built apart
- (other processes, other hosts, a restarted master) resume each other's TLS
- sessions; without them each config draws a random secret when it is built, which
- only the processes forked after that share. Tickets are issued under `current` and
- opened under `current` or `previous` (the key before the last rotation; NULL or
- length 0: none); a ticket under any other key is not resumed, and the handshake is
- a full one. Each key is 32 to 64 bytes of secret (`MAILTLS_RESULT_INVALID_PARAMETER`
- otherwise, detail in `mailtls_config_builder_last_error`), from a random source
- such as `openssl rand 32`. Anyone who has a key can decrypt the resumption secrets
- of every ticket issued under it: keep it as secret as the private key and rotate it
- (daily, say: a new `current`, the old one as `previous`). The bytes are copied;
- the library zeroes its copy when it is done with it. Server role only: a client
- builder gives `MAILTLS_RESULT_INVALID_PARAMETER`. Replaces a key file set before.
- */
-mailtls_result mailtls_config_builder_set_ticket_keys(mailtls_config_builder *b,
-                                                      const uint8_t *current,
-                                                      uintptr_t current_len,
-                                                      const uint8_t *previous,
-                                                      uintptr_t previous_len);
-
-/*
- Server: the session ticket keys of `mailtls_config_builder_set_ticket_keys`, from
- a key file. The file is text: one key per line in hex, 64 to 128 hex digits (32 to
- 64 bytes; `openssl rand -hex 32` makes one); the first key line is the current
- key, a second one, optional, the previous key; blank lines and lines starting with
- `#` are ignored; a key line holds nothing but the key. The file must be its owner's
- alone, no permission for group or others (0600 or 0400), as ssh asks of a private
- key. It is read now, and a file
- that cannot be read, is open to group or others, or is malformed gives
- `MAILTLS_RESULT_TICKET_KEY_LOAD`, with the file and the mode or the line named in
- `mailtls_config_builder_last_error` (the key itself never is); it is read again
- each time the config is built, so a server that rebuilds its config after rotating
- the file (a reload) gets the new keys. Server role only: a client builder gives
- `MAILTLS_RESULT_INVALID_PARAMETER`. Replaces keys set before.
- */
-mailtls_result mailtls_config_builder_set_ticket_key_file(mailtls_config_builder *b,
-                                                          const char *path);
-
-/*
  Server: how many first flights of format `hello` (`MAILTLS_HELLO_*`) the sessions
  of this config have seen; 0 for NULL or an unknown format.
  */
@@ -1589,6 +1550,45 @@ mailtls_result mailtls_session_handoff_bytes(const mailtls_session *s,
  passes `mailtls_server_check_command`: the server must have reset its state.
  */
 bool mailtls_server_reset_required(const mailtls_session *s);
+
+/*
+ Server: the session ticket keys, so that servers whose configs are built apart
+ (other processes, other hosts, a restarted master) resume each other's TLS
+ sessions; without them each config draws a random secret when it is built, which
+ only the processes forked after that share. Tickets are issued under `current` and
+ opened under `current` or `previous` (the key before the last rotation; NULL or
+ length 0: none); a ticket under any other key is not resumed, and the handshake is
+ a full one. Each key is 32 to 64 bytes of secret (`MAILTLS_RESULT_INVALID_PARAMETER`
+ otherwise, detail in `mailtls_config_builder_last_error`), from a random source
+ such as `openssl rand 32`. Anyone who has a key can decrypt the resumption secrets
+ of every ticket issued under it: keep it as secret as the private key and rotate it
+ (daily, say: a new `current`, the old one as `previous`). The bytes are copied;
+ the library zeroes its copy when it is done with it. Server role only: a client
+ builder gives `MAILTLS_RESULT_INVALID_PARAMETER`. Replaces a key file set before.
+ */
+mailtls_result mailtls_config_builder_set_ticket_keys(mailtls_config_builder *b,
+                                                      const uint8_t *current,
+                                                      uintptr_t current_len,
+                                                      const uint8_t *previous,
+                                                      uintptr_t previous_len);
+
+/*
+ Server: the session ticket keys of `mailtls_config_builder_set_ticket_keys`, from
+ a key file. The file is text: one key per line in hex, 64 to 128 hex digits (32 to
+ 64 bytes; `openssl rand -hex 32` makes one); the first key line is the current
+ key, a second one, optional, the previous key; blank lines and lines starting with
+ `#` are ignored; a key line holds nothing but the key. The file must be its owner's
+ alone, no permission for group or others (0600 or 0400), as ssh asks of a private
+ key. It is read now, and a file
+ that cannot be read, is open to group or others, or is malformed gives
+ `MAILTLS_RESULT_TICKET_KEY_LOAD`, with the file and the mode or the line named in
+ `mailtls_config_builder_last_error` (the key itself never is); it is read again
+ each time the config is built, so a server that rebuilds its config after rotating
+ the file (a reload) gets the new keys. Server role only: a client builder gives
+ `MAILTLS_RESULT_INVALID_PARAMETER`. Replaces keys set before.
+ */
+mailtls_result mailtls_config_builder_set_ticket_key_file(mailtls_config_builder *b,
+                                                          const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

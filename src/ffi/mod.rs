@@ -20,6 +20,7 @@ pub mod lmdb;
 pub mod memory;
 pub mod report;
 pub mod session;
+pub mod tickets;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -129,6 +130,8 @@ mod tests {
             ("memory.rs", include_str!("memory.rs")),
             ("report.rs", include_str!("report.rs")),
             ("session.rs", include_str!("session.rs")),
+            ("tickets.rs", include_str!("tickets.rs")),
+            ("lmdb.rs", include_str!("lmdb.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {
