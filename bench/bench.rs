@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_lc_rs::{agreement, kem, rand::SystemRandom, signature};
 use mailtls::protocol::Proto;
-use mailtls::recovery::memory::{Key, Memory, Record, FILE_MAGIC};
+use mailtls::recovery::memory::{Key, Memory};
 use mailtls::recovery::Rung;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{aws_lc_rs as provider, CryptoProvider};
@@ -366,29 +366,8 @@ fn memory_figures(quick: bool) {
         done += 1000;
     }
     emit("memory-lookups-hot", "mailtls", "-", "lookups/s", &[done as f64 / t0.elapsed().as_secs_f64()]);
-    // A file of n entries: load, and one write-through update (the whole file again).
-    let dir = std::env::temp_dir().join(format!("mailtls-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("memory");
-    let mut text = String::with_capacity(n * 80);
-    text.push_str(FILE_MAGIC);
-    text.push('\n');
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    let rec = Record { tolerant: Some((Rung::Compact, now)), ..Default::default() };
-    for k in ks.iter() {
-        text.push_str(&format!("{} {}\n", k.text(), rec.fields()));
-    }
-    std::fs::write(&path, &text).unwrap();
-    let t0 = Instant::now();
-    let fm = Memory::file(&path).unwrap();
-    let load = t0.elapsed().as_secs_f64() * 1000.0;
-    assert_eq!(fm.get(&ks[n / 2]).tolerant.map(|t| t.0), Some(Rung::Compact));
-    let t0 = Instant::now();
-    fm.record_success(&ks[0], Rung::Modern, true, true, true);
-    let save = t0.elapsed().as_secs_f64() * 1000.0;
-    emit("memory-file-load", "mailtls", "-", "ms", &[load]);
-    emit("memory-file-save", "mailtls", "-", "ms", &[save]);
-    let _ = std::fs::remove_dir_all(&dir);
+    // The persistent memory (the database against the text file, in fresh processes,
+    // at fleet scale) is measured by bench/fleet.rs.
 }
 
 // ---- recovery cost: bare rustls against the zoo's tolerant server ----

@@ -228,6 +228,12 @@ fn main() {
         let (full, tls12) = (full.clone(), tls12.clone());
         std::thread::spawn(move || {
             let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+            // No Nagle: after the client's Finished, rustls writes the session tickets
+            // and then, in a second write, the reply to EHLO; with Nagle that reply
+            // waits for the client's delayed ACK (40 ms on Linux), which would make
+            // every session here cost 40 ms of idle time and hide what the benchmarks
+            // measure. The misbehaviour this server plays is in the bytes, not in TCP.
+            let _ = s.set_nodelay(true);
             let offer = mode != "no-starttls";
             if !smtp_preamble(&mut s, offer) {
                 println!("{{\"conn\":{n},\"hello_len\":0,\"action\":\"plaintext\",\"result\":\"done\"}}");
