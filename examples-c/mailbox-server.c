@@ -29,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "server-dialogues.h"
 #include "server.h"
 
 #define LINE_MAX_IN 8192       /* longest command line accepted */

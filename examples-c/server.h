@@ -1,9 +1,10 @@
 /*
  * mailtls-server's connection layer (server-conn.c), which every part of the server
  * uses: the options, one connection's state, the log, the reply queue and the two
- * ways TLS starts. It depends on no dialogue. mailtls-server.c holds the SMTP/LMTP
- * dialogue and the listener; mailbox-server.c the IMAP, POP3, NNTP and ManageSieve
- * dialogues.
+ * ways TLS starts. It depends on no dialogue. Above it, server-smtp.c holds the
+ * SMTP/LMTP dialogue, mailbox-server.c the IMAP, POP3, NNTP and ManageSieve dialogues
+ * (server-dialogues.h declares their entries), and mailtls-server.c the options, the
+ * listener and the dispatch to a dialogue.
  */
 #ifndef MAILTLS_EXAMPLES_SERVER_H
 #define MAILTLS_EXAMPLES_SERVER_H
@@ -99,8 +100,5 @@ int start_tls(struct conn *c, enum end_reason *why);
 /* Implicit TLS (--implicit): the handshake before the greeting, with the handoff of
  * an old hello. 1 when TLS is on, -1 when the connection must end (*why set). */
 int start_implicit(struct conn *c, enum end_reason *why);
-
-/* The IMAP, POP3, NNTP or ManageSieve dialogue on a connection whose greeting is due. */
-void serve_mailbox(struct conn *c, enum end_reason *why);
 
 #endif /* MAILTLS_EXAMPLES_SERVER_H */
