@@ -1,9 +1,15 @@
 /*
  * mailtls-server: a small SMTP/LMTP server that offers STARTTLS through mailtls and
- * delivers into a maildir, and an IMAP, POP3, NNTP or ManageSieve server (in
- * mailbox-server.c) that serves that maildir, a news spool or a script store, with
- * STARTTLS or implicit TLS. One process per connection (fork). See usage() for the
- * options.
+ * delivers into a maildir, and an IMAP, POP3, NNTP or ManageSieve server that serves
+ * that maildir, a news spool or a script store, with STARTTLS or implicit TLS. One
+ * process per connection (fork). See usage() for the options.
+ *
+ * This file holds main (the options, the config built once, the listener, the
+ * children) and serve(), which sets one connection up, runs its dialogue and closes
+ * it. The dialogues are server-smtp.c, server-imap.c, server-pop3.c, server-nntp.c and
+ * server-sieve.c (server-dialogues.h), on top of server-store.c (what the mailbox
+ * dialogues share) and server-conn.c (the connection layer, server.h); nothing
+ * depends on this file.
  *
  * It prints {"listening":"ADDR:PORT"} (the real port) as its first stdout line and,
  * with --json-log, one JSON line per connection. Human logs go to stderr.
@@ -166,10 +172,14 @@ static void serve(int fd, const char *peer)
     enum end_reason why = END_EOF;
     if (opt.implicit && start_implicit(c, &why) < 0)
         goto done;
-    if (opt.proto == MAILTLS_PROTO_SMTP || opt.proto == MAILTLS_PROTO_LMTP)
-        serve_smtp(c, &why);
-    else
-        serve_mailbox(c, &why);
+    switch (opt.proto) {
+    case MAILTLS_PROTO_SMTP:
+    case MAILTLS_PROTO_LMTP: serve_smtp(c, &why); break;
+    case MAILTLS_PROTO_IMAP: serve_imap(c, &why); break;
+    case MAILTLS_PROTO_POP3: serve_pop3(c, &why); break;
+    case MAILTLS_PROTO_NNTP: serve_nntp(c, &why); break;
+    default: serve_sieve(c, &why); break;
+    }
 done:
     flush(c);
     if (c->dead && why != END_TLS_FAILED)

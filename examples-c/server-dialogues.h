@@ -11,7 +11,13 @@
 
 /* SMTP and LMTP (server-smtp.c). */
 void serve_smtp(struct conn *c, enum end_reason *why);
-/* IMAP, POP3, NNTP or ManageSieve (mailbox-server.c). */
-void serve_mailbox(struct conn *c, enum end_reason *why);
+/* IMAP (server-imap.c). */
+void serve_imap(struct conn *c, enum end_reason *why);
+/* POP3 (server-pop3.c). */
+void serve_pop3(struct conn *c, enum end_reason *why);
+/* NNTP (server-nntp.c). */
+void serve_nntp(struct conn *c, enum end_reason *why);
+/* ManageSieve (server-sieve.c). */
+void serve_sieve(struct conn *c, enum end_reason *why);
 
 #endif /* MAILTLS_EXAMPLES_SERVER_DIALOGUES_H */

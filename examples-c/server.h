@@ -1,10 +1,16 @@
 /*
  * mailtls-server's connection layer (server-conn.c), which every part of the server
  * uses: the options, one connection's state, the log, the reply queue and the two
- * ways TLS starts. It depends on no dialogue. Above it, server-smtp.c holds the
- * SMTP/LMTP dialogue, mailbox-server.c the IMAP, POP3, NNTP and ManageSieve dialogues
- * (server-dialogues.h declares their entries), and mailtls-server.c the options, the
- * listener and the dispatch to a dialogue.
+ * ways TLS starts. It depends on common.c and legacy-tls.c only, never on a dialogue.
+ *
+ * The server's files, each using only the ones below it:
+ *   mailtls-server.c  main: options, config, listener; serve() picks the dialogue
+ *   server-smtp.c, server-imap.c, server-pop3.c, server-nntp.c, server-sieve.c
+ *                     one dialogue each (their entries: server-dialogues.h); none
+ *                     uses another; all but SMTP/LMTP are built on server-store.c
+ *   server-store.c    what the mailbox dialogues share (server-store.h)
+ *   server-conn.c     this header
+ *   common.c, legacy-tls.c
  */
 #ifndef MAILTLS_EXAMPLES_SERVER_H
 #define MAILTLS_EXAMPLES_SERVER_H
