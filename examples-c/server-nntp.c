@@ -222,6 +222,120 @@ static struct item *nntp_article(struct mbox *m, const char *arg, unsigned *num)
     return NULL;
 }
 
+/* AUTHINFO USER and PASS (RFC 4643 section 2.3). */
+static int nntp_authinfo(struct mbox *m, const char *arg, enum end_reason *why)
+{
+    struct conn *c = m->c;
+    char sub[16], val[256];
+    const char *p = arg;
+    if (m->authed) {
+        reply(c, "502 Already authenticated");
+    } else if (next_word(&p, sub, sizeof sub) != 1) {
+        reply(c, "501 Syntax: AUTHINFO USER name / AUTHINFO PASS password");
+    } else if (!strcasecmp(sub, "USER")) {
+        while (*p == ' ')
+            p++;
+        snprintf(val, sizeof val, "%s", p);
+        if (!*val || strlen(val) >= sizeof m->nntp_user) {
+            reply(c, "501 AUTHINFO USER needs a name");
+            return 1;
+        }
+        memcpy(m->nntp_user, val, strlen(val) + 1);
+        m->nntp_user_given = true;
+        reply(c, "381 Password required");
+    } else if (!strcasecmp(sub, "PASS")) {
+        while (*p == ' ')
+            p++;
+        if (!m->nntp_user_given) {
+            reply(c, "482 Authentication commands issued out of sequence");
+            return 1;
+        }
+        m->nntp_user_given = false;
+        bool ok = account_ok(m->nntp_user, p);
+        if (!login_result(m, m->nntp_user, ok)) {
+            reply(c, "481 Too many failed logins");
+            *why = END_TOO_MANY_ERRORS;
+            return -1;
+        }
+        reply(c, ok ? "281 Authentication accepted" : "481 Authentication failed");
+    } else {
+        reply(c, "503 AUTHINFO %.16s is not supported (USER/PASS)", sub);
+    }
+    return 1;
+}
+
+/* GROUP name, or LISTGROUP [name] with the article numbers. */
+static void nntp_select_group(struct mbox *m, const char *arg, bool listgroup)
+{
+    struct conn *c = m->c;
+    char g[256];
+    const char *p = arg;
+    if (next_word(&p, g, sizeof g) != 1) {
+        if (!listgroup || !m->group) {
+            reply(c, listgroup ? "412 No newsgroup selected" : "501 Syntax: GROUP name");
+            return;
+        }
+        snprintf(g, sizeof g, "%s", m->group);
+    }
+    size_t lo, hi;
+    if (!nntp_group(m, g, &lo, &hi)) {
+        reply(c, "411 No such newsgroup");
+        return;
+    }
+    m->group = m->st.v[lo].name;
+    m->cur = lo;
+    reply(c, "211 %zu %u %u %s%s", hi - lo, m->st.v[lo].num, m->st.v[hi - 1].num, m->group,
+          listgroup ? " list follows" : "");
+    if (listgroup) {
+        for (size_t i = lo; i < hi; i++)
+            reply(c, "%u", m->st.v[i].num);
+        reply(c, ".");
+    }
+}
+
+/* ARTICLE, HEAD, BODY or STAT. */
+static void nntp_read(struct mbox *m, const char *verb, const char *arg)
+{
+    struct conn *c = m->c;
+    unsigned num = 0;
+    struct item *it = nntp_article(m, arg, &num);
+    if (!it)
+        return;
+    int code = !strcasecmp(verb, "ARTICLE") ? 220 : !strcasecmp(verb, "HEAD") ? 221 : !strcasecmp(verb, "BODY") ? 222 : 223;
+    reply(c, "%d %u %s", code, num, it->msgid);
+    if (code == 220) {
+        reply_dotted(c, it->data, it->len);
+        c->messages++;
+    } else if (code == 221) {
+        reply_dotted(c, it->data, it->hdrlen > 2 ? it->hdrlen - 2 : it->hdrlen);
+    } else if (code == 222) {
+        reply_dotted(c, it->data + it->hdrlen, it->len - it->hdrlen);
+        c->messages++;
+    }
+}
+
+/* NEXT or LAST: the current article moves within the group. */
+static void nntp_next_last(struct mbox *m, bool next)
+{
+    struct conn *c = m->c;
+    if (!m->group) {
+        reply(c, "412 No newsgroup selected");
+        return;
+    }
+    if (m->cur == SIZE_MAX) {
+        reply(c, "420 Current article number is invalid");
+        return;
+    }
+    size_t lo, hi;
+    nntp_group(m, m->group, &lo, &hi);
+    if (next ? m->cur + 1 >= hi : m->cur <= lo) {
+        reply(c, next ? "421 No next article in this group" : "422 No previous article in this group");
+        return;
+    }
+    m->cur = next ? m->cur + 1 : m->cur - 1;
+    reply(c, "223 %u %s", m->st.v[m->cur].num, m->st.v[m->cur].msgid);
+}
+
 static int nntp_command(struct mbox *m, char *line, enum end_reason *why)
 {
     struct conn *c = m->c;
@@ -267,41 +381,7 @@ static int nntp_command(struct mbox *m, char *line, enum end_reason *why)
         reply(c, "STARTTLS AUTHINFO USER/PASS MODE READER QUIT");
         reply(c, ".");
     } else if (!strcasecmp(verb, "AUTHINFO")) {
-        char sub[16], val[256];
-        const char *p = arg;
-        if (m->authed) {
-            reply(c, "502 Already authenticated");
-        } else if (next_word(&p, sub, sizeof sub) != 1) {
-            reply(c, "501 Syntax: AUTHINFO USER name / AUTHINFO PASS password");
-        } else if (!strcasecmp(sub, "USER")) {
-            while (*p == ' ')
-                p++;
-            snprintf(val, sizeof val, "%s", p);
-            if (!*val || strlen(val) >= sizeof m->nntp_user) {
-                reply(c, "501 AUTHINFO USER needs a name");
-                return 1;
-            }
-            memcpy(m->nntp_user, val, strlen(val) + 1);
-            m->nntp_user_given = true;
-            reply(c, "381 Password required");
-        } else if (!strcasecmp(sub, "PASS")) {
-            while (*p == ' ')
-                p++;
-            if (!m->nntp_user_given) {
-                reply(c, "482 Authentication commands issued out of sequence");
-                return 1;
-            }
-            m->nntp_user_given = false;
-            bool ok = account_ok(m->nntp_user, p);
-            if (!login_result(m, m->nntp_user, ok)) {
-                reply(c, "481 Too many failed logins");
-                *why = END_TOO_MANY_ERRORS;
-                return -1;
-            }
-            reply(c, ok ? "281 Authentication accepted" : "481 Authentication failed");
-        } else {
-            reply(c, "503 AUTHINFO %.16s is not supported (USER/PASS)", sub);
-        }
+        return nntp_authinfo(m, arg, why);
     } else if (!strcasecmp(verb, "POST") || !strcasecmp(verb, "IHAVE")) {
         reply(c, "%s", !strcasecmp(verb, "POST") ? "440 Posting not permitted" : "502 Transit not offered");
     } else if (nntp_need_auth(m) && (!strcasecmp(verb, "LIST") || !strcasecmp(verb, "GROUP") ||
@@ -313,65 +393,12 @@ static int nntp_command(struct mbox *m, char *line, enum end_reason *why)
     } else if (!strcasecmp(verb, "LIST")) {
         nntp_list(m, arg);
     } else if (!strcasecmp(verb, "GROUP") || !strcasecmp(verb, "LISTGROUP")) {
-        bool listgroup = !strcasecmp(verb, "LISTGROUP");
-        char g[256];
-        const char *p = arg;
-        if (next_word(&p, g, sizeof g) != 1) {
-            if (!listgroup || !m->group) {
-                reply(c, listgroup ? "412 No newsgroup selected" : "501 Syntax: GROUP name");
-                return 1;
-            }
-            snprintf(g, sizeof g, "%s", m->group);
-        }
-        size_t lo, hi;
-        if (!nntp_group(m, g, &lo, &hi)) {
-            reply(c, "411 No such newsgroup");
-            return 1;
-        }
-        m->group = m->st.v[lo].name;
-        m->cur = lo;
-        reply(c, "211 %zu %u %u %s%s", hi - lo, m->st.v[lo].num, m->st.v[hi - 1].num, m->group,
-              listgroup ? " list follows" : "");
-        if (listgroup) {
-            for (size_t i = lo; i < hi; i++)
-                reply(c, "%u", m->st.v[i].num);
-            reply(c, ".");
-        }
+        nntp_select_group(m, arg, !strcasecmp(verb, "LISTGROUP"));
     } else if (!strcasecmp(verb, "ARTICLE") || !strcasecmp(verb, "HEAD") || !strcasecmp(verb, "BODY") ||
                !strcasecmp(verb, "STAT")) {
-        unsigned num = 0;
-        struct item *it = nntp_article(m, arg, &num);
-        if (!it)
-            return 1;
-        int code = !strcasecmp(verb, "ARTICLE") ? 220 : !strcasecmp(verb, "HEAD") ? 221 : !strcasecmp(verb, "BODY") ? 222 : 223;
-        reply(c, "%d %u %s", code, num, it->msgid);
-        if (code == 220) {
-            reply_dotted(c, it->data, it->len);
-            c->messages++;
-        } else if (code == 221) {
-            reply_dotted(c, it->data, it->hdrlen > 2 ? it->hdrlen - 2 : it->hdrlen);
-        } else if (code == 222) {
-            reply_dotted(c, it->data + it->hdrlen, it->len - it->hdrlen);
-            c->messages++;
-        }
+        nntp_read(m, verb, arg);
     } else if (!strcasecmp(verb, "NEXT") || !strcasecmp(verb, "LAST")) {
-        if (!m->group) {
-            reply(c, "412 No newsgroup selected");
-            return 1;
-        }
-        if (m->cur == SIZE_MAX) {
-            reply(c, "420 Current article number is invalid");
-            return 1;
-        }
-        size_t lo, hi;
-        nntp_group(m, m->group, &lo, &hi);
-        bool next = !strcasecmp(verb, "NEXT");
-        if (next ? m->cur + 1 >= hi : m->cur <= lo) {
-            reply(c, next ? "421 No next article in this group" : "422 No previous article in this group");
-            return 1;
-        }
-        m->cur = next ? m->cur + 1 : m->cur - 1;
-        reply(c, "223 %u %s", m->st.v[m->cur].num, m->st.v[m->cur].msgid);
+        nntp_next_last(m, !strcasecmp(verb, "NEXT"));
     } else {
         c->errors++;
         reply(c, "500 Unknown command");
