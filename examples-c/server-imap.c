@@ -511,6 +511,67 @@ static bool imap_authenticate(struct mbox *m, const char *tag, const char *args,
     return true;
 }
 
+/* LOGIN user password: false when the connection must end. */
+static bool imap_login(struct mbox *m, const char *tag, const char *p, enum end_reason *why)
+{
+    struct conn *c = m->c;
+    char caps[256];
+    char user[256], pass[512];
+    if (m->authed) {
+        reply(c, "%s BAD Already logged in", tag);
+    } else if (next_word(&p, user, sizeof user) != 1 || next_word(&p, pass, sizeof pass) != 1) {
+        c->errors++;
+        reply(c, "%s BAD LOGIN needs a user name and a password", tag);
+    } else {
+        bool ok = account_ok(user, pass);
+        if (!login_result(m, user, ok)) {
+            reply(c, "* BYE Too many failed logins");
+            *why = END_TOO_MANY_ERRORS;
+            return false;
+        }
+        if (ok)
+            reply(c, "%s OK [CAPABILITY %s] Logged in", tag, capline(m, caps, sizeof caps));
+        else
+            reply(c, "%s NO [AUTHENTICATIONFAILED] Authentication failed", tag);
+    }
+    return true;
+}
+
+/* The commands after a login (RFC 9051 sections 6.3 and 6.4). */
+static void imap_authenticated(struct mbox *m, const char *tag, const char *verb, const char *args, bool uid)
+{
+    struct conn *c = m->c;
+    if (!strcasecmp(verb, "SELECT") || !strcasecmp(verb, "EXAMINE")) {
+        imap_select(m, tag, !strcasecmp(verb, "SELECT") ? "SELECT" : "EXAMINE", args);
+    } else if (!strcasecmp(verb, "LIST") || !strcasecmp(verb, "LSUB")) {
+        imap_list(m, tag, !strcasecmp(verb, "LIST") ? "LIST" : "LSUB", args);
+    } else if (!strcasecmp(verb, "STATUS")) {
+        imap_status(m, tag, args);
+    } else if (!strcasecmp(verb, "SUBSCRIBE") || !strcasecmp(verb, "UNSUBSCRIBE")) {
+        reply(c, "%s OK %s completed (INBOX is always subscribed)", tag, verb);
+    } else if (!strcasecmp(verb, "CREATE") || !strcasecmp(verb, "DELETE") || !strcasecmp(verb, "RENAME") ||
+               !strcasecmp(verb, "APPEND")) {
+        reply(c, "%s NO [CANNOT] This server's mailbox is read-only", tag);
+    } else if (!m->selected) {
+        c->errors++;
+        reply(c, "%s BAD %s: no mailbox selected", tag, verb);
+    } else if (!strcasecmp(verb, "FETCH")) {
+        imap_fetch(m, tag, args, uid);
+    } else if (!strcasecmp(verb, "SEARCH")) {
+        imap_search(m, tag, args, uid);
+    } else if (!strcasecmp(verb, "CLOSE") || !strcasecmp(verb, "UNSELECT")) {
+        m->selected = false;
+        reply(c, "%s OK %s completed", tag, verb);
+    } else if (!strcasecmp(verb, "EXPUNGE")) {
+        reply(c, "%s OK EXPUNGE completed (read-only: nothing expunged)", tag);
+    } else if (!strcasecmp(verb, "STORE") || !strcasecmp(verb, "COPY") || !strcasecmp(verb, "MOVE")) {
+        reply(c, "%s NO [CANNOT] Nothing can be changed in this server's mailbox", tag);
+    } else {
+        c->errors++;
+        reply(c, "%s BAD Unknown command %.40s", tag, verb);
+    }
+}
+
 /* One IMAP command: 1 go on, 0 LOGOUT, -1 the connection ends (why set). */
 static int imap_command(struct mbox *m, char *line, enum end_reason *why)
 {
@@ -570,24 +631,8 @@ static int imap_command(struct mbox *m, char *line, enum end_reason *why)
         int r = start_tls(c, why);
         return r < 0 ? -1 : 1; /* RFC 9051 section 6.2.1: the client asks CAPABILITY again */
     } else if (!strcasecmp(verb, "LOGIN")) {
-        char user[256], pass[512];
-        if (m->authed) {
-            reply(c, "%s BAD Already logged in", tag);
-        } else if (next_word(&p, user, sizeof user) != 1 || next_word(&p, pass, sizeof pass) != 1) {
-            c->errors++;
-            reply(c, "%s BAD LOGIN needs a user name and a password", tag);
-        } else {
-            bool ok = account_ok(user, pass);
-            if (!login_result(m, user, ok)) {
-                reply(c, "* BYE Too many failed logins");
-                *why = END_TOO_MANY_ERRORS;
-                return -1;
-            }
-            if (ok)
-                reply(c, "%s OK [CAPABILITY %s] Logged in", tag, capline(m, caps, sizeof caps));
-            else
-                reply(c, "%s NO [AUTHENTICATIONFAILED] Authentication failed", tag);
-        }
+        if (!imap_login(m, tag, args, why))
+            return -1;
     } else if (!strcasecmp(verb, "AUTHENTICATE")) {
         if (m->authed)
             reply(c, "%s BAD Already logged in", tag);
@@ -596,34 +641,8 @@ static int imap_command(struct mbox *m, char *line, enum end_reason *why)
     } else if (!m->authed) {
         c->errors++;
         reply(c, "%s BAD %s: log in first", tag, verb);
-    } else if (!strcasecmp(verb, "SELECT") || !strcasecmp(verb, "EXAMINE")) {
-        imap_select(m, tag, !strcasecmp(verb, "SELECT") ? "SELECT" : "EXAMINE", args);
-    } else if (!strcasecmp(verb, "LIST") || !strcasecmp(verb, "LSUB")) {
-        imap_list(m, tag, !strcasecmp(verb, "LIST") ? "LIST" : "LSUB", args);
-    } else if (!strcasecmp(verb, "STATUS")) {
-        imap_status(m, tag, args);
-    } else if (!strcasecmp(verb, "SUBSCRIBE") || !strcasecmp(verb, "UNSUBSCRIBE")) {
-        reply(c, "%s OK %s completed (INBOX is always subscribed)", tag, verb);
-    } else if (!strcasecmp(verb, "CREATE") || !strcasecmp(verb, "DELETE") || !strcasecmp(verb, "RENAME") ||
-               !strcasecmp(verb, "APPEND")) {
-        reply(c, "%s NO [CANNOT] This server's mailbox is read-only", tag);
-    } else if (!m->selected) {
-        c->errors++;
-        reply(c, "%s BAD %s: no mailbox selected", tag, verb);
-    } else if (!strcasecmp(verb, "FETCH")) {
-        imap_fetch(m, tag, args, uid);
-    } else if (!strcasecmp(verb, "SEARCH")) {
-        imap_search(m, tag, args, uid);
-    } else if (!strcasecmp(verb, "CLOSE") || !strcasecmp(verb, "UNSELECT")) {
-        m->selected = false;
-        reply(c, "%s OK %s completed", tag, verb);
-    } else if (!strcasecmp(verb, "EXPUNGE")) {
-        reply(c, "%s OK EXPUNGE completed (read-only: nothing expunged)", tag);
-    } else if (!strcasecmp(verb, "STORE") || !strcasecmp(verb, "COPY") || !strcasecmp(verb, "MOVE")) {
-        reply(c, "%s NO [CANNOT] Nothing can be changed in this server's mailbox", tag);
     } else {
-        c->errors++;
-        reply(c, "%s BAD Unknown command %.40s", tag, verb);
+        imap_authenticated(m, tag, verb, args, uid);
     }
     return 1;
 }

@@ -96,6 +96,81 @@ static void sieve_string(struct conn *c, const char *s)
     sb_free(&b);
 }
 
+/* AUTHENTICATE "PLAIN" [initial-response] (RFC 5804 section 2.1): -1 when the
+ * connection must end. */
+static int sieve_authenticate(struct mbox *m, const char *p, enum end_reason *why)
+{
+    struct conn *c = m->c;
+    char mech[1400];
+    if (m->authed) {
+        reply(c, "NO \"Already authenticated\"");
+        return 1;
+    }
+    if (next_word(&p, mech, sizeof mech) != 1 || strcasecmp(mech, "PLAIN") != 0) {
+        reply(c, "NO \"Only the PLAIN mechanism is offered\"");
+        return 1;
+    }
+    char ir[1400];
+    int r = next_word(&p, ir, sizeof ir);
+    if (r < 0) {
+        reply(c, "NO \"Malformed initial response\"");
+        return 1;
+    }
+    if (r == 0) {
+        reply(c, "\"\""); /* the empty challenge */
+        char resp[1500];
+        size_t len;
+        bool toolong;
+        if (!get_line(c, resp, sizeof resp, &len, why, &toolong))
+            return -1;
+        const char *q = resp;
+        if (toolong || next_word(&q, ir, sizeof ir) != 1) {
+            reply(c, "NO \"Malformed SASL response\"");
+            return 1;
+        }
+        if (!strcmp(ir, "*")) {
+            reply(c, "NO \"Authentication aborted\"");
+            return 1;
+        }
+    }
+    char user[256];
+    bool ok;
+    if (!sasl_plain(ir, strlen(ir), user, sizeof user, &ok)) {
+        reply(c, "NO \"Malformed SASL PLAIN response\"");
+        return 1;
+    }
+    if (!login_result(m, user, ok)) {
+        reply(c, "BYE \"Too many failed logins\"");
+        *why = END_TOO_MANY_ERRORS;
+        return -1;
+    }
+    reply(c, ok ? "OK \"Logged in\"" : "NO \"Authentication failed\"");
+    if (ok)
+        load_scripts(c, &m->st);
+    return 1;
+}
+
+/* GETSCRIPT name: the script as a literal. */
+static void sieve_getscript(struct mbox *m, const char *p)
+{
+    struct conn *c = m->c;
+    char name[1400];
+    if (next_word(&p, name, sizeof name) != 1) {
+        reply(c, "NO \"GETSCRIPT needs a script name\"");
+        return;
+    }
+    for (size_t i = 0; i < m->st.n; i++) {
+        if (strcmp(m->st.v[i].name, name) != 0)
+            continue;
+        reply(c, "{%zu}", m->st.v[i].len);
+        reply_bytes(c, m->st.v[i].data, m->st.v[i].len);
+        reply(c, "OK \"Getscript completed\"");
+        c->messages++;
+        return;
+    }
+    reply(c, "NO (NONEXISTENT) \"There is no script by that name\"");
+}
+
 static int sieve_command(struct mbox *m, char *line, enum end_reason *why)
 {
     struct conn *c = m->c;
@@ -133,51 +208,7 @@ static int sieve_command(struct mbox *m, char *line, enum end_reason *why)
             sieve_caps(m, "TLS negotiation successful");
         return r < 0 ? -1 : 1;
     } else if (!strcasecmp(verb, "AUTHENTICATE")) {
-        if (m->authed) {
-            reply(c, "NO \"Already authenticated\"");
-            return 1;
-        }
-        if (next_word(&p, a1, sizeof a1) != 1 || strcasecmp(a1, "PLAIN") != 0) {
-            reply(c, "NO \"Only the PLAIN mechanism is offered\"");
-            return 1;
-        }
-        char ir[1400];
-        int r = next_word(&p, ir, sizeof ir);
-        if (r < 0) {
-            reply(c, "NO \"Malformed initial response\"");
-            return 1;
-        }
-        if (r == 0) {
-            reply(c, "\"\""); /* the empty challenge */
-            char resp[1500];
-            size_t len;
-            bool toolong;
-            if (!get_line(c, resp, sizeof resp, &len, why, &toolong))
-                return -1;
-            const char *q = resp;
-            if (toolong || next_word(&q, ir, sizeof ir) != 1) {
-                reply(c, "NO \"Malformed SASL response\"");
-                return 1;
-            }
-            if (!strcmp(ir, "*")) {
-                reply(c, "NO \"Authentication aborted\"");
-                return 1;
-            }
-        }
-        char user[256];
-        bool ok;
-        if (!sasl_plain(ir, strlen(ir), user, sizeof user, &ok)) {
-            reply(c, "NO \"Malformed SASL PLAIN response\"");
-            return 1;
-        }
-        if (!login_result(m, user, ok)) {
-            reply(c, "BYE \"Too many failed logins\"");
-            *why = END_TOO_MANY_ERRORS;
-            return -1;
-        }
-        reply(c, ok ? "OK \"Logged in\"" : "NO \"Authentication failed\"");
-        if (ok)
-            load_scripts(c, &m->st);
+        return sieve_authenticate(m, p, why);
     } else if (!m->authed) {
         c->errors++;
         reply(c, "NO \"Authenticate first\"");
@@ -188,20 +219,7 @@ static int sieve_command(struct mbox *m, char *line, enum end_reason *why)
         }
         reply(c, "OK \"Listscripts completed\"");
     } else if (!strcasecmp(verb, "GETSCRIPT")) {
-        if (next_word(&p, a1, sizeof a1) != 1) {
-            reply(c, "NO \"GETSCRIPT needs a script name\"");
-            return 1;
-        }
-        for (size_t i = 0; i < m->st.n; i++) {
-            if (strcmp(m->st.v[i].name, a1) != 0)
-                continue;
-            reply(c, "{%zu}", m->st.v[i].len);
-            reply_bytes(c, m->st.v[i].data, m->st.v[i].len);
-            reply(c, "OK \"Getscript completed\"");
-            c->messages++;
-            return 1;
-        }
-        reply(c, "NO (NONEXISTENT) \"There is no script by that name\"");
+        sieve_getscript(m, p);
     } else if (!strcasecmp(verb, "HAVESPACE") || !strcasecmp(verb, "PUTSCRIPT") || !strcasecmp(verb, "SETACTIVE") ||
                !strcasecmp(verb, "DELETESCRIPT") || !strcasecmp(verb, "RENAMESCRIPT") ||
                !strcasecmp(verb, "CHECKSCRIPT")) {
