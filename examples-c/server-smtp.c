@@ -197,6 +197,37 @@ static void safe_name(char *dst, size_t cap, const char *src)
     dst[i] = '\0';
 }
 
+/* Writes the header and the body to tmp/NAME, syncs it and renames it to `dst`
+ * (new/NAME). 0, or -1 with errno (tmp/NAME then removed). */
+static int maildir_write(const char *name, const struct sbuf *h, const struct sbuf *body, const char *dst)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/tmp/%s", opt.maildir, name);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    int rc = write_all(fd, h->p, h->len);
+    if (rc == 0 && body->len)
+        rc = write_all(fd, body->p, body->len);
+    if (rc == 0)
+        rc = fsync(fd);
+    int e = errno;
+    if (close(fd) < 0 && rc == 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc == 0 && rename(tmp, dst) < 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc < 0) {
+        unlink(tmp);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
 /*
  * Stores one message into the maildir: tmp/NAME then rename to new/NAME. `for_rcpt`
  * names the recipient in Delivered-To and the Received header (LMTP: one file each).
@@ -247,39 +278,108 @@ static int store(struct conn *c, const struct sbuf *body, const char *for_rcpt, 
         sb_free(&h);
         return 0;
     }
-    char host[128], name[256], tmp[4096], dst[4096];
+    char host[128], name[256], dst[4096];
     safe_name(host, sizeof host, hostname);
     snprintf(name, sizeof name, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), seq, host);
-    snprintf(tmp, sizeof tmp, "%s/tmp/%s", opt.maildir, name);
     snprintf(dst, sizeof dst, "%s/new/%s", opt.maildir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        sb_free(&h);
-        return -1;
-    }
-    int rc = write_all(fd, h.p, h.len);
-    if (rc == 0 && body->len)
-        rc = write_all(fd, body->p, body->len);
-    if (rc == 0)
-        rc = fsync(fd);
+    int rc = maildir_write(name, &h, body, dst);
     int e = errno;
-    if (close(fd) < 0 && rc == 0) {
-        rc = -1;
-        e = errno;
-    }
     sb_free(&h);
-    if (rc == 0 && rename(tmp, dst) < 0) {
-        rc = -1;
-        e = errno;
-    }
     if (rc < 0) {
-        unlink(tmp);
         errno = e;
         return -1;
     }
     logmsg(c->peer, "delivered %s from <%s> to %s (%zu bytes, %s%s%s)", id, c->t.from, dst, body->len,
            c->tls ? ver : "plaintext", c->tls ? " " : "", c->tls ? cipher : "");
     return 0;
+}
+
+/* Reads the data after the 354 up to <CRLF>.<CRLF> into `body`, dots unstuffed.
+ * *refusal: why the message cannot be taken (NULL: it can). False when the connection
+ * ended during the data (*why set, `body` freed). */
+static bool read_data(struct conn *c, struct sbuf *body, const char **refusal, enum end_reason *why)
+{
+    static char line[DATA_LINE_MAX];
+    bool too_big = false, bare_lf = false, overlong = false, nomem = false;
+    bool prev_crlf = true;
+    for (;;) {
+        size_t len;
+        bool crlf;
+        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
+        if (st == LR_EOF || st == LR_TIMEOUT || st == LR_ERROR) {
+            sb_free(body);
+            *why = st == LR_EOF ? END_EOF : st == LR_TIMEOUT ? END_TIMEOUT : END_ERROR;
+            if (st == LR_TIMEOUT)
+                reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
+            logmsg(c->peer, "connection lost during DATA: %s", end_names[*why]);
+            return false;
+        }
+        if (!crlf)
+            bare_lf = true;
+        if (st == LR_TOOLONG) {
+            overlong = true;
+            prev_crlf = crlf;
+            continue;
+        }
+        /* Only <CRLF>.<CRLF> ends the data: never a dot line next to a bare LF. */
+        if (len == 1 && line[0] == '.' && crlf && prev_crlf)
+            break;
+        prev_crlf = crlf;
+        const char *p = line;
+        if (len > 0 && line[0] == '.') {
+            p++;
+            len--;
+        }
+        if (too_big || nomem)
+            continue;
+        if (body->len + len + 1 > opt.max_size) {
+            too_big = true;
+            continue;
+        }
+        if (sb_append(body, p, len) < 0 || sb_append(body, "\n", 1) < 0)
+            nomem = true;
+    }
+
+    *refusal = NULL;
+    if (too_big)
+        *refusal = "552 5.3.4 Error: message size exceeds fixed limit";
+    else if (overlong)
+        *refusal = "554 5.6.0 Error: message line too long";
+    else if (bare_lf)
+        *refusal = "554 5.6.0 Error: bare <LF> received (RFC 5321 section 2.3.8)";
+    else if (nomem)
+        *refusal = "451 4.3.0 Error: out of memory";
+    return true;
+}
+
+/* The replies at the end of the data, each after its delivery: one for SMTP, one
+ * per recipient for LMTP (RFC 2033 section 4.2). */
+static void deliver(struct conn *c, const struct sbuf *body, const char *refusal)
+{
+    if (opt.proto == MAILTLS_PROTO_LMTP) {
+        /* One reply per accepted recipient, in RCPT order. */
+        for (size_t i = 0; i < c->t.nrcpt; i++) {
+            char id[64];
+            if (refusal)
+                reply(c, "%s", refusal);
+            else if (store(c, body, c->t.rcpt[i], id) < 0)
+                reply(c, "451 4.3.0 <%s> Error: cannot store the message: %s", c->t.rcpt[i], strerror(errno));
+            else {
+                c->messages++;
+                reply(c, "250 2.0.0 <%s> Ok: delivered as %s", c->t.rcpt[i], id);
+            }
+        }
+    } else {
+        char id[64];
+        if (refusal)
+            reply(c, "%s", refusal);
+        else if (store(c, body, c->t.nrcpt == 1 ? c->t.rcpt[0] : NULL, id) < 0)
+            reply(c, "451 4.3.0 Error: cannot store the message: %s", strerror(errno));
+        else {
+            c->messages++;
+            reply(c, "250 2.0.0 Ok: queued as %s", id);
+        }
+    }
 }
 
 /* Returns false when the connection must end (EOF, timeout, error while reading data). */
@@ -307,82 +407,11 @@ static bool cmd_data(struct conn *c, const char *arg, enum end_reason *why)
         return false;
     }
 
-    static char line[DATA_LINE_MAX];
     struct sbuf body = {0};
-    bool too_big = false, bare_lf = false, overlong = false, nomem = false;
-    bool prev_crlf = true;
-    for (;;) {
-        size_t len;
-        bool crlf;
-        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
-        if (st == LR_EOF || st == LR_TIMEOUT || st == LR_ERROR) {
-            sb_free(&body);
-            *why = st == LR_EOF ? END_EOF : st == LR_TIMEOUT ? END_TIMEOUT : END_ERROR;
-            if (st == LR_TIMEOUT)
-                reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
-            logmsg(c->peer, "connection lost during DATA: %s", end_names[*why]);
-            return false;
-        }
-        if (!crlf)
-            bare_lf = true;
-        if (st == LR_TOOLONG) {
-            overlong = true;
-            prev_crlf = crlf;
-            continue;
-        }
-        /* Only <CRLF>.<CRLF> ends the data: never a dot line next to a bare LF. */
-        if (len == 1 && line[0] == '.' && crlf && prev_crlf)
-            break;
-        prev_crlf = crlf;
-        const char *p = line;
-        if (len > 0 && line[0] == '.') {
-            p++;
-            len--;
-        }
-        if (too_big || nomem)
-            continue;
-        if (body.len + len + 1 > opt.max_size) {
-            too_big = true;
-            continue;
-        }
-        if (sb_append(&body, p, len) < 0 || sb_append(&body, "\n", 1) < 0)
-            nomem = true;
-    }
-
-    const char *refusal = NULL;
-    if (too_big)
-        refusal = "552 5.3.4 Error: message size exceeds fixed limit";
-    else if (overlong)
-        refusal = "554 5.6.0 Error: message line too long";
-    else if (bare_lf)
-        refusal = "554 5.6.0 Error: bare <LF> received (RFC 5321 section 2.3.8)";
-    else if (nomem)
-        refusal = "451 4.3.0 Error: out of memory";
-
-    if (opt.proto == MAILTLS_PROTO_LMTP) {
-        /* One reply per accepted recipient, in RCPT order. */
-        for (size_t i = 0; i < c->t.nrcpt; i++) {
-            char id[64];
-            if (refusal)
-                reply(c, "%s", refusal);
-            else if (store(c, &body, c->t.rcpt[i], id) < 0)
-                reply(c, "451 4.3.0 <%s> Error: cannot store the message: %s", c->t.rcpt[i], strerror(errno));
-            else {
-                c->messages++;
-                reply(c, "250 2.0.0 <%s> Ok: delivered as %s", c->t.rcpt[i], id);
-            }
-        }
-    } else {
-        char id[64];
-        if (refusal)
-            reply(c, "%s", refusal);
-        else if (store(c, &body, c->t.nrcpt == 1 ? c->t.rcpt[0] : NULL, id) < 0)
-            reply(c, "451 4.3.0 Error: cannot store the message: %s", strerror(errno));
-        else {
-            c->messages++;
-            reply(c, "250 2.0.0 Ok: queued as %s", id);
-        }
-    }
+    const char *refusal;
+    if (!read_data(c, &body, &refusal, why))
+        return false;
+    deliver(c, &body, refusal);
     if (refusal)
         logmsg(c->peer, "message refused: %s", refusal);
     sb_free(&body);
@@ -424,6 +453,55 @@ static uint32_t legacy_check(struct conn *c, const char *line, size_t len)
     return MAILTLS_RESULT_OK;
 }
 
+/* One command that passed the checks: false when the connection must end. */
+static bool smtp_command(struct conn *c, char *line, enum end_reason *why)
+{
+    /* Verb and argument. */
+    char *sp = strchr(line, ' ');
+    const char *arg = "";
+    if (sp) {
+        *sp = '\0';
+        arg = sp + 1;
+        char *end = sp + 1 + strlen(sp + 1);
+        while (end > sp + 1 && (end[-1] == ' ' || end[-1] == '\t'))
+            *--end = '\0';
+    }
+    const char *verb = line;
+    if (!strcasecmp(verb, "EHLO") || !strcasecmp(verb, "HELO") || !strcasecmp(verb, "LHLO")) {
+        cmd_hello(c, verb, arg);
+    } else if (!strcasecmp(verb, "MAIL")) {
+        cmd_mail(c, arg);
+    } else if (!strcasecmp(verb, "RCPT")) {
+        cmd_rcpt(c, arg);
+    } else if (!strcasecmp(verb, "DATA")) {
+        return cmd_data(c, arg, why);
+    } else if (!strcasecmp(verb, "STARTTLS")) {
+        return cmd_starttls(c, arg, why);
+    } else if (!strcasecmp(verb, "RSET")) {
+        txn_reset(&c->t);
+        reply(c, "250 2.0.0 Ok");
+    } else if (!strcasecmp(verb, "NOOP")) {
+        reply(c, "250 2.0.0 Ok");
+    } else if (!strcasecmp(verb, "QUIT")) {
+        reply(c, "221 2.0.0 Bye");
+        *why = END_QUIT;
+        return false;
+    } else if (!strcasecmp(verb, "VRFY")) {
+        reply(c, "252 2.0.0 Cannot VRFY, send some mail");
+    } else if (!strcasecmp(verb, "HELP")) {
+        reply(c, "214 2.0.0 EHLO HELO LHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
+    } else if (*verb == '\0') {
+        c->errors++;
+        reply(c, "500 5.5.2 Error: bad syntax");
+    } else {
+        c->errors++;
+        reply(c, "502 5.5.2 Error: command not recognized");
+    }
+    return true;
+}
+
+/* The greeting, then one line at a time: read, checked by the library (or by
+ * legacy_check after a handoff) and handed to smtp_command. */
 void serve_smtp(struct conn *c, enum end_reason *why)
 {
     reply(c, "220 %s %s mailtls-server ready", hostname, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "ESMTP");
@@ -474,49 +552,8 @@ void serve_smtp(struct conn *c, enum end_reason *why)
                 reply(c, "503 5.5.1 Error: command refused (%s)", mailtls_result_name(chk));
             continue;
         }
-        /* Verb and argument. */
-        char *sp = strchr(line, ' ');
-        const char *arg = "";
-        if (sp) {
-            *sp = '\0';
-            arg = sp + 1;
-            char *end = sp + 1 + strlen(sp + 1);
-            while (end > sp + 1 && (end[-1] == ' ' || end[-1] == '\t'))
-                *--end = '\0';
-        }
-        const char *verb = line;
-        if (!strcasecmp(verb, "EHLO") || !strcasecmp(verb, "HELO") || !strcasecmp(verb, "LHLO")) {
-            cmd_hello(c, verb, arg);
-        } else if (!strcasecmp(verb, "MAIL")) {
-            cmd_mail(c, arg);
-        } else if (!strcasecmp(verb, "RCPT")) {
-            cmd_rcpt(c, arg);
-        } else if (!strcasecmp(verb, "DATA")) {
-            if (!cmd_data(c, arg, why))
-                break;
-        } else if (!strcasecmp(verb, "STARTTLS")) {
-            if (!cmd_starttls(c, arg, why))
-                break;
-        } else if (!strcasecmp(verb, "RSET")) {
-            txn_reset(&c->t);
-            reply(c, "250 2.0.0 Ok");
-        } else if (!strcasecmp(verb, "NOOP")) {
-            reply(c, "250 2.0.0 Ok");
-        } else if (!strcasecmp(verb, "QUIT")) {
-            reply(c, "221 2.0.0 Bye");
-            *why = END_QUIT;
+        if (!smtp_command(c, line, why))
             break;
-        } else if (!strcasecmp(verb, "VRFY")) {
-            reply(c, "252 2.0.0 Cannot VRFY, send some mail");
-        } else if (!strcasecmp(verb, "HELP")) {
-            reply(c, "214 2.0.0 EHLO HELO LHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
-        } else if (*verb == '\0') {
-            c->errors++;
-            reply(c, "500 5.5.2 Error: bad syntax");
-        } else {
-            c->errors++;
-            reply(c, "502 5.5.2 Error: command not recognized");
-        }
     }
     txn_reset(&c->t);
 }
