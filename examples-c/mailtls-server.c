@@ -148,6 +148,50 @@ static void json_log(struct conn *c, enum end_reason why)
     sb_free(&j);
 }
 
+/* The protocol's dialogue, once the greeting is due. */
+static void run_dialogue(struct conn *c, enum end_reason *why)
+{
+    switch (opt.proto) {
+    case MAILTLS_PROTO_SMTP:
+    case MAILTLS_PROTO_LMTP: serve_smtp(c, why); break;
+    case MAILTLS_PROTO_IMAP: serve_imap(c, why); break;
+    case MAILTLS_PROTO_POP3: serve_pop3(c, why); break;
+    case MAILTLS_PROTO_NNTP: serve_nntp(c, why); break;
+    default: serve_sieve(c, why); break;
+    }
+}
+
+/* The end of a connection: the last replies, close_notify, the log lines, the frees. */
+static void close_connection(struct conn *c, enum end_reason why)
+{
+    flush(c);
+    if (c->dead && why != END_TLS_FAILED)
+        why = END_ERROR;
+
+    if (c->legacy) {
+        if (!c->dead)
+            flush(c);
+        legacy_close(c->legacy); /* close_notify */
+        c->legacy = NULL;
+    } else if (c->tls && !c->dead && why != END_TLS_FAILED) {
+        mailtls_session_close(c->s); /* close_notify */
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    {
+        const mailtls_report *rep = mailtls_session_report(c->s);
+        const char *ver = c->lver[0] ? c->lver : rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
+        logmsg(c->peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
+               c->messages, c->err[0] ? ", " : "", c->err);
+    }
+    if (opt.json_log)
+        json_log(c, why);
+    sb_free(&c->out);
+    mailtls_session_free(c->s);
+    free(c);
+}
+
+/* One connection, in the child: the session, the dialogue, the end. */
 static void serve(int fd, const char *peer)
 {
     struct conn *c = conn_new(fd, peer);
@@ -170,42 +214,9 @@ static void serve(int fd, const char *peer)
     }
     logmsg(peer, "connected");
     enum end_reason why = END_EOF;
-    if (opt.implicit && start_implicit(c, &why) < 0)
-        goto done;
-    switch (opt.proto) {
-    case MAILTLS_PROTO_SMTP:
-    case MAILTLS_PROTO_LMTP: serve_smtp(c, &why); break;
-    case MAILTLS_PROTO_IMAP: serve_imap(c, &why); break;
-    case MAILTLS_PROTO_POP3: serve_pop3(c, &why); break;
-    case MAILTLS_PROTO_NNTP: serve_nntp(c, &why); break;
-    default: serve_sieve(c, &why); break;
-    }
-done:
-    flush(c);
-    if (c->dead && why != END_TLS_FAILED)
-        why = END_ERROR;
-
-    if (c->legacy) {
-        if (!c->dead)
-            flush(c);
-        legacy_close(c->legacy); /* close_notify */
-        c->legacy = NULL;
-    } else if (c->tls && !c->dead && why != END_TLS_FAILED) {
-        mailtls_session_close(c->s); /* close_notify */
-    }
-    shutdown(fd, SHUT_RDWR);
-    close(fd);
-    {
-        const mailtls_report *rep = mailtls_session_report(c->s);
-        const char *ver = c->lver[0] ? c->lver : rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
-        logmsg(peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
-               c->messages, c->err[0] ? ", " : "", c->err);
-    }
-    if (opt.json_log)
-        json_log(c, why);
-    sb_free(&c->out);
-    mailtls_session_free(c->s);
-    free(c);
+    if (!opt.implicit || start_implicit(c, &why) > 0)
+        run_dialogue(c, &why);
+    close_connection(c, why);
 }
 
 /* ---- startup ---- */
@@ -281,57 +292,64 @@ static void config_fail(const char *what, uint32_t rc)
     exit(EX_CONFIG);
 }
 
-int main(int argc, char **argv)
+/* ---- the command line ---- */
+
+enum {
+    O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
+    O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
+    O_PASS
+};
+static const struct option longopts[] = {
+    {"proto", required_argument, NULL, O_PROTO},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"cert", required_argument, NULL, O_CERT},
+    {"key", required_argument, NULL, O_KEY},
+    {"no-tls", no_argument, NULL, O_NOTLS},
+    {"require-tls", no_argument, NULL, O_REQTLS},
+    {"maildir", required_argument, NULL, O_MAILDIR},
+    {"json-log", no_argument, NULL, O_JSONLOG},
+    {"once", no_argument, NULL, O_ONCE},
+    {"hostname", required_argument, NULL, O_HOSTNAME},
+    {"write-cert", required_argument, NULL, O_WRITECERT},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"max-size", required_argument, NULL, O_MAXSIZE},
+    {"legacy-hello", required_argument, NULL, O_LEGACY},
+    {"memory", required_argument, NULL, O_MEMORY},
+    {"implicit", no_argument, NULL, O_IMPLICIT},
+    {"spool", required_argument, NULL, O_SPOOL},
+    {"scripts", required_argument, NULL, O_SCRIPTS},
+    {"user", required_argument, NULL, O_USER},
+    {"pass", required_argument, NULL, O_PASS},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static uint32_t parse_proto(const char *name)
 {
-    enum {
-        O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
-        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
-        O_PASS
-    };
-    static const struct option longopts[] = {
-        {"proto", required_argument, NULL, O_PROTO},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"cert", required_argument, NULL, O_CERT},
-        {"key", required_argument, NULL, O_KEY},
-        {"no-tls", no_argument, NULL, O_NOTLS},
-        {"require-tls", no_argument, NULL, O_REQTLS},
-        {"maildir", required_argument, NULL, O_MAILDIR},
-        {"json-log", no_argument, NULL, O_JSONLOG},
-        {"once", no_argument, NULL, O_ONCE},
-        {"hostname", required_argument, NULL, O_HOSTNAME},
-        {"write-cert", required_argument, NULL, O_WRITECERT},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"max-size", required_argument, NULL, O_MAXSIZE},
-        {"legacy-hello", required_argument, NULL, O_LEGACY},
-        {"memory", required_argument, NULL, O_MEMORY},
-        {"implicit", no_argument, NULL, O_IMPLICIT},
-        {"spool", required_argument, NULL, O_SPOOL},
-        {"scripts", required_argument, NULL, O_SCRIPTS},
-        {"user", required_argument, NULL, O_USER},
-        {"pass", required_argument, NULL, O_PASS},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    if (strcmp(name, "smtp") == 0)
+        return MAILTLS_PROTO_SMTP;
+    if (strcmp(name, "lmtp") == 0)
+        return MAILTLS_PROTO_LMTP;
+    if (strcmp(name, "imap") == 0)
+        return MAILTLS_PROTO_IMAP;
+    if (strcmp(name, "pop3") == 0)
+        return MAILTLS_PROTO_POP3;
+    if (strcmp(name, "nntp") == 0)
+        return MAILTLS_PROTO_NNTP;
+    if (strcmp(name, "sieve") == 0)
+        return MAILTLS_PROTO_SIEVE;
+    die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", name);
+}
+
+/* Reads the command line into opt: -1 to go on, or main's exit status (0 after
+ * --help). A bad value ends the program through die_usage. */
+static int parse_options(int argc, char **argv)
+{
     int o;
     while ((o = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (o) {
-        case O_PROTO:
-            if (strcmp(optarg, "smtp") == 0)
-                opt.proto = MAILTLS_PROTO_SMTP;
-            else if (strcmp(optarg, "lmtp") == 0)
-                opt.proto = MAILTLS_PROTO_LMTP;
-            else if (strcmp(optarg, "imap") == 0)
-                opt.proto = MAILTLS_PROTO_IMAP;
-            else if (strcmp(optarg, "pop3") == 0)
-                opt.proto = MAILTLS_PROTO_POP3;
-            else if (strcmp(optarg, "nntp") == 0)
-                opt.proto = MAILTLS_PROTO_NNTP;
-            else if (strcmp(optarg, "sieve") == 0)
-                opt.proto = MAILTLS_PROTO_SIEVE;
-            else
-                die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", optarg);
-            break;
+        case O_PROTO: opt.proto = parse_proto(optarg); break;
         case O_IMPLICIT: opt.implicit = true; break;
         case O_SPOOL: opt.spool = optarg; break;
         case O_SCRIPTS: opt.scripts = optarg; break;
@@ -377,6 +395,17 @@ int main(int argc, char **argv)
         default: usage(stderr); return EX_USAGE;
         }
     }
+    return -1;
+}
+
+static bool mailbox_proto(void)
+{
+    return opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP;
+}
+
+/* The options that exclude or need each other, and the host name. */
+static void check_options(int argc, char **argv)
+{
     if (optind != argc)
         die_usage("unexpected argument \"%s\"", argv[optind]);
     if (!opt.cert != !opt.key)
@@ -387,7 +416,7 @@ int main(int argc, char **argv)
         die_usage("--write-cert is for the generated certificate (without --cert)");
     if (opt.legacy_handoff && !opt.cert)
         die_usage("--legacy-hello handoff needs --cert and --key (OpenSSL loads them too)");
-    bool mailbox = opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP;
+    bool mailbox = mailbox_proto();
     if (opt.legacy_handoff && mailbox)
         die_usage("--legacy-hello handoff is for --proto smtp and lmtp in this example");
     if (opt.implicit && opt.no_tls)
@@ -412,62 +441,49 @@ int main(int argc, char **argv)
     } else if (gethostname(hostname, sizeof hostname - 1) < 0 || !printable_token(hostname, 253)) {
         snprintf(hostname, sizeof hostname, "localhost");
     }
+}
 
-    char lhost[256];
-    uint16_t lport;
+/* --legacy-hello handoff: old hellos go to OpenSSL. 0, or EX_CONFIG. */
+static int configure_handoff(void)
+{
+    uint32_t rc;
     char err[512];
-    /* The standard ports plus 1000 (1143 for IMAP, 1993 for IMAPS ...): no root needed. */
-    static const uint16_t ports[6][2] = {{2525, 1465}, {2424, 2424}, {1143, 1993}, {1110, 1995}, {1119, 1563},
-                                         {4190, 4190}};
-    uint16_t default_port = ports[opt.proto][opt.implicit ? 1 : 0];
-    char default_listen[32];
-    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%u", (unsigned)default_port);
-    if (!opt.listen)
-        opt.listen = default_listen;
-    if (split_hostport(opt.listen, lhost, sizeof lhost, default_port, &lport, err, sizeof err) < 0)
-        die_usage("--listen: %s", err);
-    if (opt.maildir && make_maildir(opt.maildir) < 0)
-        return EX_CANTCREAT;
-
-    signal(SIGPIPE, SIG_IGN);
-
-    /* The config, built once and shared by every connection. */
-    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_SERVER, &builder);
-    if (rc != MAILTLS_RESULT_OK)
-        config_fail("mailtls_config_builder_new", rc);
-    if ((rc = mailtls_config_builder_set_log(builder, ex_log_cb, (void *)prog,
-                                             opt.verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO)))
-        config_fail("set_log", rc);
-    if ((rc = mailtls_config_builder_set_timeout_ms(builder, opt.timeout * 1000u)))
-        config_fail("set_timeout_ms", rc);
-    if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
-        config_fail("set_require_tls", rc);
-    if (opt.legacy_handoff) {
-        static const uint32_t old[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSL3, MAILTLS_HELLO_TLS10,
-                                       MAILTLS_HELLO_TLS11};
-        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
-            if ((rc = mailtls_config_builder_set_hello_action(builder, old[i], MAILTLS_HELLO_ACTION_HANDOFF)))
-                config_fail("set_hello_action", rc);
-        handoff_engine = legacy_ctx_new(opt.cert, opt.key, err, sizeof err);
-        if (!handoff_engine) {
-            fprintf(stderr, "%s: --legacy-hello handoff: %s\n", prog, err);
-            return EX_CONFIG;
-        }
-        fprintf(stderr, "%s: SSLv2-compatible, SSL 3.0, TLS 1.0 and 1.1 hellos go to %s\n", prog,
-                legacy_engine_name());
+    static const uint32_t old[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSL3, MAILTLS_HELLO_TLS10,
+                                   MAILTLS_HELLO_TLS11};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        if ((rc = mailtls_config_builder_set_hello_action(builder, old[i], MAILTLS_HELLO_ACTION_HANDOFF)))
+            config_fail("set_hello_action", rc);
+    handoff_engine = legacy_ctx_new(opt.cert, opt.key, err, sizeof err);
+    if (!handoff_engine) {
+        fprintf(stderr, "%s: --legacy-hello handoff: %s\n", prog, err);
+        return EX_CONFIG;
     }
-    if (opt.memory) {
-        const mailtls_memory *mem = NULL;
-        if ((rc = mailtls_memory_open_file(opt.memory, &mem)))
-            config_fail("--memory", rc);
-        char problems[1024] = "";
-        if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
-            fprintf(stderr, "%s: --memory %s: %s\n", prog, opt.memory, problems);
-        rc = mailtls_config_builder_set_server_memory(builder, mem, 0);
-        mailtls_memory_free(mem); /* the config holds its own reference */
-        if (rc)
-            config_fail("set_server_memory", rc);
-    }
+    fprintf(stderr, "%s: SSLv2-compatible, SSL 3.0, TLS 1.0 and 1.1 hellos go to %s\n", prog,
+            legacy_engine_name());
+    return 0;
+}
+
+/* --memory: the server-side memory of clients whose hello could not be served. */
+static void configure_memory(void)
+{
+    uint32_t rc;
+    const mailtls_memory *mem = NULL;
+    if ((rc = mailtls_memory_open_file(opt.memory, &mem)))
+        config_fail("--memory", rc);
+    char problems[1024] = "";
+    if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+        fprintf(stderr, "%s: --memory %s: %s\n", prog, opt.memory, problems);
+    rc = mailtls_config_builder_set_server_memory(builder, mem, 0);
+    mailtls_memory_free(mem); /* the config holds its own reference */
+    if (rc)
+        config_fail("set_server_memory", rc);
+}
+
+/* The certificate: --cert/--key, or a generated one (--write-cert), or none with
+ * --no-tls. 0, or EX_CANTCREAT. */
+static int configure_certificate(void)
+{
+    uint32_t rc;
     if (opt.cert) {
         if ((rc = mailtls_config_builder_set_certificate_files(builder, opt.cert, opt.key)))
             config_fail("--cert/--key", rc);
@@ -492,14 +508,42 @@ int main(int argc, char **argv)
     } else {
         fprintf(stderr, "%s: --no-tls: STARTTLS is not offered\n", prog);
     }
+    return 0;
+}
+
+/* The config, built once and shared by every connection. 0, or main's exit status. */
+static int build_config(void)
+{
+    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_SERVER, &builder);
+    if (rc != MAILTLS_RESULT_OK)
+        config_fail("mailtls_config_builder_new", rc);
+    if ((rc = mailtls_config_builder_set_log(builder, ex_log_cb, (void *)prog,
+                                             opt.verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO)))
+        config_fail("set_log", rc);
+    if ((rc = mailtls_config_builder_set_timeout_ms(builder, opt.timeout * 1000u)))
+        config_fail("set_timeout_ms", rc);
+    if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
+        config_fail("set_require_tls", rc);
+    if (opt.legacy_handoff && configure_handoff() != 0)
+        return EX_CONFIG;
+    if (opt.memory)
+        configure_memory();
+    if (configure_certificate() != 0)
+        return EX_CANTCREAT;
     if ((rc = mailtls_config_builder_build(builder, &cfg)))
         config_fail("build", rc);
     mailtls_config_builder_free(builder);
     builder = NULL;
     if (!opt.no_tls && !mailtls_config_server_tls_ready(cfg))
         fprintf(stderr, "%s: warning: no usable certificate, STARTTLS will not be offered\n", prog);
+    return 0;
+}
 
-    /* Listen. */
+/* ---- listening ---- */
+
+/* A listening socket on --listen: 0 and *out, or main's exit status. */
+static int open_listener(const char *lhost, uint16_t lport, int *out)
+{
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -521,6 +565,13 @@ int main(int argc, char **argv)
         return EX_UNAVAILABLE;
     }
     freeaddrinfo(res);
+    *out = lfd;
+    return 0;
+}
+
+/* The first stdout line with the real address, and what is served on stderr. */
+static void announce(int lfd)
+{
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     getsockname(lfd, (struct sockaddr *)&ss, &sl);
@@ -530,6 +581,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     static const char *const proto_label[] = {"SMTP", "LMTP", "IMAP", "POP3", "NNTP", "ManageSieve"};
     const char *store_note = "";
+    bool mailbox = mailbox_proto();
     if (!mailbox && !opt.maildir)
         store_note = " (no --maildir: mail is discarded)";
     else if ((opt.proto == MAILTLS_PROTO_IMAP || opt.proto == MAILTLS_PROTO_POP3) && !opt.maildir)
@@ -541,14 +593,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "%s: %s server %s listening on %s%s%s%s%s\n", prog, proto_label[opt.proto], hostname, laddr,
             opt.implicit ? " (implicit TLS)" : "", opt.require_tls ? " (TLS required)" : "", store_note,
             mailbox && !opt.user ? " (no --user: every login is refused)" : "");
+}
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigchld;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_NOCLDSTOP; /* no SA_RESTART: accept() wakes up to reap */
-    sigaction(SIGCHLD, &sa, NULL);
-
+/* One child per connection until --once is done or accept fails: main's exit status. */
+static int accept_loop(int lfd)
+{
     int status = 0;
     for (;;) {
         if (got_chld) {
@@ -600,6 +649,49 @@ int main(int argc, char **argv)
             break;
         }
     }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    int status = parse_options(argc, argv);
+    if (status >= 0)
+        return status;
+    check_options(argc, argv);
+
+    char lhost[256];
+    uint16_t lport;
+    char err[512];
+    /* The standard ports plus 1000 (1143 for IMAP, 1993 for IMAPS ...): no root needed. */
+    static const uint16_t ports[6][2] = {{2525, 1465}, {2424, 2424}, {1143, 1993}, {1110, 1995}, {1119, 1563},
+                                         {4190, 4190}};
+    uint16_t default_port = ports[opt.proto][opt.implicit ? 1 : 0];
+    char default_listen[32];
+    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%u", (unsigned)default_port);
+    if (!opt.listen)
+        opt.listen = default_listen;
+    if (split_hostport(opt.listen, lhost, sizeof lhost, default_port, &lport, err, sizeof err) < 0)
+        die_usage("--listen: %s", err);
+    if (opt.maildir && make_maildir(opt.maildir) < 0)
+        return EX_CANTCREAT;
+
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((status = build_config()) != 0)
+        return status;
+    int lfd;
+    if ((status = open_listener(lhost, lport, &lfd)) != 0)
+        return status;
+    announce(lfd);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_NOCLDSTOP; /* no SA_RESTART: accept() wakes up to reap */
+    sigaction(SIGCHLD, &sa, NULL);
+
+    status = accept_loop(lfd);
     close(lfd);
     mailtls_config_free(cfg);
     return status;
