@@ -4,8 +4,8 @@
  * as INBOX; nothing in it is changed. UIDs are positions (UIDVALIDITY changes whenever
  * the mailbox does).
  *
- * Depends on server-store.c (the store, logins, the loop) and server-conn.c; used
- * only by serve() in mailtls-server.c, through serve_imap().
+ * Depends on server-store.c (the store, logins, the loop), server-conn.c and common.c;
+ * used only by serve() in mailtls-server.c, through serve_imap().
  */
 #include <ctype.h>
 #include <stdio.h>

@@ -3,8 +3,8 @@
  * read-only script store (--scripts: NAME.sieve files, the active one named in
  * .active), or one sample script.
  *
- * Depends on server-store.c (the store, logins, the loop) and server-conn.c; used
- * only by serve() in mailtls-server.c, through serve_sieve().
+ * Depends on server-store.c (the store, logins, the loop), server-conn.c and common.c;
+ * used only by serve() in mailtls-server.c, through serve_sieve().
  */
 #include <dirent.h>
 #include <errno.h>

@@ -4,7 +4,7 @@
  * connection's mailbox state, the account check and SASL PLAIN, the word and line
  * readers, and the command loop each dialogue runs with its own replies.
  *
- * Depends on server.h (server-conn.c) only; server-imap.c, server-pop3.c,
+ * Depends on server-conn.c (server.h) and common.c; server-imap.c, server-pop3.c,
  * server-nntp.c and server-sieve.c are built on it.
  */
 #ifndef MAILTLS_EXAMPLES_SERVER_STORE_H

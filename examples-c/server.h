@@ -66,7 +66,7 @@ struct conn {
     const char *peer;    /* "ip:port" */
     char ip[64];
     bool tls;
-    bool have_helo, esmtp;
+    bool have_helo, esmtp; /* SMTP/LMTP: the hello and the transaction */
     char helo[256];
     struct txn t;
     struct linereader lr;
