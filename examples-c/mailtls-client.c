@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -441,12 +440,93 @@ static bool valid_address(const char *a, bool allow_empty)
 
 struct delivery {
     const char *from;
-    const char **to;
+    const char *const *to;
     size_t nto;
     const struct sbuf *wire;   /* the prepared message, ending in ".\r\n" */
     bool eightbit;
     uint32_t proto;
 };
+
+/* The MAIL parameters the server's EHLO allows: SIZE, and BODY=8BITMIME for 8-bit text. */
+static void mail_params(const mailtls_report *rep, const struct delivery *d, char *params, size_t cap)
+{
+    size_t plen = 0;
+    if (has_capability(rep, "SIZE"))
+        plen += (size_t)snprintf(params + plen, cap - plen, " SIZE=%zu", d->wire->len);
+    if (d->eightbit) {
+        if (has_capability(rep, "8BITMIME"))
+            snprintf(params + plen, cap - plen, " BODY=8BITMIME");
+        else
+            fprintf(stderr, "%s: warning: 8-bit message but the server does not offer 8BITMIME\n", prog);
+    }
+}
+
+/* The worse of two exit statuses: a deferral (4xx) wins over a refusal (5xx). */
+static void note_refusal(int *worst, int code)
+{
+    if (exit_for_code(code) == EX_TEMPFAIL || *worst == 0)
+        *worst = exit_for_code(code);
+}
+
+/* RCPT for every --to; accepted[i] says which got a 2xx. The number accepted, or -1
+ * when the dialogue broke. */
+static long send_rcpts(struct client *c, const struct delivery *d, bool *accepted, int *worst)
+{
+    char text[1024];
+    int code;
+    long naccepted = 0;
+    for (size_t i = 0; i < d->nto; i++) {
+        if (command(c, &code, text, sizeof text, "RCPT TO:<%s>", d->to[i]) < 0)
+            return -1;
+        if (code / 100 == 2) {
+            accepted[i] = true;
+            naccepted++;
+        } else {
+            fprintf(stderr, "%s: recipient <%s> refused: %d %s\n", prog, d->to[i], code, text);
+            note_refusal(worst, code);
+        }
+    }
+    return naccepted;
+}
+
+/* The replies after the final dot. SMTP: one for the message. LMTP: one per accepted
+ * recipient, in order. 0, or -1 when the dialogue broke. */
+static int read_data_replies(struct client *c, const struct delivery *d, const bool *accepted, size_t naccepted,
+                             int *worst)
+{
+    char text[1024];
+    int code;
+    size_t nreplies = d->proto == MAILTLS_PROTO_LMTP ? naccepted : 1;
+    for (size_t i = 0, k = 0; k < nreplies; i++) {
+        if (d->proto == MAILTLS_PROTO_LMTP && !accepted[i])
+            continue;
+        k++;
+        if (read_reply(c, &code, text, sizeof text) < 0)
+            return -1;
+        const char *who = d->proto == MAILTLS_PROTO_LMTP ? d->to[i] : NULL;
+        if (code / 100 == 2) {
+            fprintf(stderr, "%s: delivered%s%s%s: %d %s\n", prog, who ? " to <" : "", who ? who : "",
+                    who ? ">" : "", code, text);
+        } else {
+            fprintf(stderr, "%s: message refused%s%s%s: %d %s\n", prog, who ? " for <" : "", who ? who : "",
+                    who ? ">" : "", code, text);
+            note_refusal(worst, code);
+        }
+    }
+    return 0;
+}
+
+/* The dialogue broke: what failed, and the library's detail when it was the session. */
+static int dialogue_broken(struct client *c)
+{
+    fprintf(stderr, "%s: dialogue failed: %s\n", prog, c->err);
+    if (c->last_rc != MAILTLS_RESULT_OK) {
+        const char *le = mailtls_session_last_error(c->s);
+        if (le && *le)
+            fprintf(stderr, "%s: library error: %s\n", prog, le);
+    }
+    return EX_TEMPFAIL;
+}
 
 /*
  * Runs MAIL, RCPT..., DATA, the message and QUIT. Returns the exit status: 0 when
@@ -459,18 +539,10 @@ static int deliver(struct client *c, const mailtls_report *rep, const struct del
     int code;
     int worst = 0; /* 0, EX_UNAVAILABLE or EX_TEMPFAIL (which wins) */
     char params[128] = "";
-    size_t plen = 0;
-    if (has_capability(rep, "SIZE"))
-        plen += (size_t)snprintf(params + plen, sizeof params - plen, " SIZE=%zu", d->wire->len);
-    if (d->eightbit) {
-        if (has_capability(rep, "8BITMIME"))
-            snprintf(params + plen, sizeof params - plen, " BODY=8BITMIME");
-        else
-            fprintf(stderr, "%s: warning: 8-bit message but the server does not offer 8BITMIME\n", prog);
-    }
+    mail_params(rep, d, params, sizeof params);
 
     if (command(c, &code, text, sizeof text, "MAIL FROM:<%s>%s", d->from, params) < 0)
-        goto broken;
+        return dialogue_broken(c);
     if (code / 100 != 2) {
         fprintf(stderr, "%s: MAIL FROM:<%s> refused: %d %s\n", prog, d->from, code, text);
         polite_quit(c);
@@ -482,19 +554,9 @@ static int deliver(struct client *c, const mailtls_report *rep, const struct del
         fprintf(stderr, "%s: out of memory\n", prog);
         return EX_TEMPFAIL;
     }
-    size_t naccepted = 0;
-    for (size_t i = 0; i < d->nto; i++) {
-        if (command(c, &code, text, sizeof text, "RCPT TO:<%s>", d->to[i]) < 0)
-            goto broken_free;
-        if (code / 100 == 2) {
-            accepted[i] = true;
-            naccepted++;
-        } else {
-            fprintf(stderr, "%s: recipient <%s> refused: %d %s\n", prog, d->to[i], code, text);
-            if (exit_for_code(code) == EX_TEMPFAIL || worst == 0)
-                worst = exit_for_code(code);
-        }
-    }
+    long naccepted = send_rcpts(c, d, accepted, &worst);
+    if (naccepted < 0)
+        goto broken;
     if (naccepted == 0) {
         fprintf(stderr, "%s: no recipient accepted\n", prog);
         polite_quit(c);
@@ -503,7 +565,7 @@ static int deliver(struct client *c, const mailtls_report *rep, const struct del
     }
 
     if (command(c, &code, text, sizeof text, "DATA") < 0)
-        goto broken_free;
+        goto broken;
     if (code != 354) {
         fprintf(stderr, "%s: DATA refused: %d %s\n", prog, code, text);
         polite_quit(c);
@@ -512,28 +574,8 @@ static int deliver(struct client *c, const mailtls_report *rep, const struct del
     }
     if (verbose)
         fprintf(stderr, "%s: C: (%zu bytes of message and the final dot)\n", prog, d->wire->len);
-    if (send_all(c, d->wire->p, d->wire->len) < 0)
-        goto broken_free;
-
-    /* SMTP: one reply for the message. LMTP: one per accepted recipient, in order. */
-    size_t nreplies = d->proto == MAILTLS_PROTO_LMTP ? naccepted : 1;
-    for (size_t i = 0, k = 0; k < nreplies; i++) {
-        if (d->proto == MAILTLS_PROTO_LMTP && !accepted[i])
-            continue;
-        k++;
-        if (read_reply(c, &code, text, sizeof text) < 0)
-            goto broken_free;
-        const char *who = d->proto == MAILTLS_PROTO_LMTP ? d->to[i] : NULL;
-        if (code / 100 == 2) {
-            fprintf(stderr, "%s: delivered%s%s%s: %d %s\n", prog, who ? " to <" : "", who ? who : "",
-                    who ? ">" : "", code, text);
-        } else {
-            fprintf(stderr, "%s: message refused%s%s%s: %d %s\n", prog, who ? " for <" : "", who ? who : "",
-                    who ? ">" : "", code, text);
-            if (exit_for_code(code) == EX_TEMPFAIL || worst == 0)
-                worst = exit_for_code(code);
-        }
-    }
+    if (send_all(c, d->wire->p, d->wire->len) < 0 || read_data_replies(c, d, accepted, (size_t)naccepted, &worst) < 0)
+        goto broken;
     free(accepted);
 
     if (command(c, &code, text, sizeof text, "QUIT") < 0)
@@ -542,16 +584,9 @@ static int deliver(struct client *c, const mailtls_report *rep, const struct del
         fprintf(stderr, "%s: warning: QUIT answered %d %s\n", prog, code, text);
     return worst;
 
-broken_free:
-    free(accepted);
 broken:
-    fprintf(stderr, "%s: dialogue failed: %s\n", prog, c->err);
-    if (c->last_rc != MAILTLS_RESULT_OK) {
-        const char *le = mailtls_session_last_error(c->s);
-        if (le && *le)
-            fprintf(stderr, "%s: library error: %s\n", prog, le);
-    }
-    return EX_TEMPFAIL;
+    free(accepted);
+    return dialogue_broken(c);
 }
 
 /* Without a message: QUIT, its 221. Returns 0, or 75 when the dialogue broke. */
@@ -794,201 +829,193 @@ static int memory_command(const char *memfile, bool list, const char *forget, co
 static struct redis_store *redis;
 static void free_redis(void) { redis_store_free(redis); }
 
-int main(int argc, char **argv)
-{
-    uint32_t proto = MAILTLS_PROTO_SMTP;
-    uint32_t policy = MAILTLS_POLICY_MAY;
-    const char *servername = NULL, *cafile = NULL, *from = NULL, *message = NULL, *memfile = NULL;
-    static const char *to[MAX_RCPTS];
-    size_t nto = 0;
-    unsigned long timeout = 60, total_timeout = 0;
-    bool json = false;
+/* The command line. */
+struct args {
+    uint32_t proto, policy;
+    const char *servername, *cafile, *from, *message, *memfile;
+    const char *to[MAX_RCPTS];
+    size_t nto;
+    unsigned long timeout, total_timeout;
+    bool json, implicit, plaintext_auth, list_memory;
+    const char *user, *pass, *forget, *export_to, *import_from;
+    const char *memredis;
+};
 
-    enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
-           O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
-           O_TOTAL_TIMEOUT, O_MEMORY_REDIS };
-    bool implicit = false, plaintext_auth = false;
-    const char *user = NULL, *pass = NULL;
-    bool list_memory = false;
-    const char *forget = NULL, *export_to = NULL, *import_from = NULL;
-    const char *memredis = NULL;
-    static const struct option longopts[] = {
-        {"proto", required_argument, NULL, O_PROTO},
-        {"policy", required_argument, NULL, O_POLICY},
-        {"servername", required_argument, NULL, O_SERVERNAME},
-        {"cafile", required_argument, NULL, O_CAFILE},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"total-timeout", required_argument, NULL, O_TOTAL_TIMEOUT},
-        {"from", required_argument, NULL, O_FROM},
-        {"to", required_argument, NULL, O_TO},
-        {"message", required_argument, NULL, O_MESSAGE},
-        {"json", no_argument, NULL, O_JSON},
-        {"memory", required_argument, NULL, O_MEMORY},
-        {"memory-redis", required_argument, NULL, O_MEMORY_REDIS},
-        {"list-memory", no_argument, NULL, O_LIST_MEMORY},
-        {"forget", required_argument, NULL, O_FORGET},
-        {"export-memory", required_argument, NULL, O_EXPORT_MEMORY},
-        {"import-memory", required_argument, NULL, O_IMPORT_MEMORY},
-        {"implicit", no_argument, NULL, O_IMPLICIT},
-        {"user", required_argument, NULL, O_USER},
-        {"pass", required_argument, NULL, O_PASS},
-        {"plaintext-auth", no_argument, NULL, O_PLAINAUTH},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    signal(SIGPIPE, SIG_IGN);
+enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
+       O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
+       O_TOTAL_TIMEOUT, O_MEMORY_REDIS };
+
+static const struct option longopts[] = {
+    {"proto", required_argument, NULL, O_PROTO},
+    {"policy", required_argument, NULL, O_POLICY},
+    {"servername", required_argument, NULL, O_SERVERNAME},
+    {"cafile", required_argument, NULL, O_CAFILE},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"total-timeout", required_argument, NULL, O_TOTAL_TIMEOUT},
+    {"from", required_argument, NULL, O_FROM},
+    {"to", required_argument, NULL, O_TO},
+    {"message", required_argument, NULL, O_MESSAGE},
+    {"json", no_argument, NULL, O_JSON},
+    {"memory", required_argument, NULL, O_MEMORY},
+    {"memory-redis", required_argument, NULL, O_MEMORY_REDIS},
+    {"list-memory", no_argument, NULL, O_LIST_MEMORY},
+    {"forget", required_argument, NULL, O_FORGET},
+    {"export-memory", required_argument, NULL, O_EXPORT_MEMORY},
+    {"import-memory", required_argument, NULL, O_IMPORT_MEMORY},
+    {"implicit", no_argument, NULL, O_IMPLICIT},
+    {"user", required_argument, NULL, O_USER},
+    {"pass", required_argument, NULL, O_PASS},
+    {"plaintext-auth", no_argument, NULL, O_PLAINAUTH},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static uint32_t parse_policy(const char *name)
+{
+    if (strcmp(name, "none") == 0)
+        return MAILTLS_POLICY_NONE;
+    if (strcmp(name, "may") == 0)
+        return MAILTLS_POLICY_MAY;
+    if (strcmp(name, "encrypt") == 0)
+        return MAILTLS_POLICY_ENCRYPT;
+    if (strcmp(name, "verify") == 0)
+        return MAILTLS_POLICY_VERIFY;
+    die_usage("--policy: none, may, encrypt or verify, not \"%s\"", name);
+}
+
+/* --timeout and --total-timeout: 1 to 86400 seconds. */
+static unsigned long parse_seconds(const char *option, const char *arg)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || *end || end == arg || v == 0 || v > 86400)
+        die_usage("%s: seconds, 1..86400, not \"%s\"", option, arg);
+    return v;
+}
+
+/* Reads the command line into *a: -1 to go on, or main's exit status (0 after
+ * --help). A bad value ends the program through die_usage. */
+static int parse_args(int argc, char **argv, struct args *a)
+{
     int opt;
     while ((opt = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (opt) {
         case O_PROTO:
-            if (proto_number(optarg, &proto) < 0)
+            if (proto_number(optarg, &a->proto) < 0)
                 die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", optarg);
             break;
-        case O_IMPLICIT: implicit = true; break;
-        case O_USER: user = optarg; break;
-        case O_PASS: pass = optarg; break;
-        case O_PLAINAUTH: plaintext_auth = true; break;
-        case O_POLICY:
-            if (strcmp(optarg, "none") == 0)
-                policy = MAILTLS_POLICY_NONE;
-            else if (strcmp(optarg, "may") == 0)
-                policy = MAILTLS_POLICY_MAY;
-            else if (strcmp(optarg, "encrypt") == 0)
-                policy = MAILTLS_POLICY_ENCRYPT;
-            else if (strcmp(optarg, "verify") == 0)
-                policy = MAILTLS_POLICY_VERIFY;
-            else
-                die_usage("--policy: none, may, encrypt or verify, not \"%s\"", optarg);
-            break;
-        case O_SERVERNAME: servername = optarg; break;
-        case O_CAFILE: cafile = optarg; break;
-        case O_TIMEOUT: {
-            char *end;
-            errno = 0;
-            timeout = strtoul(optarg, &end, 10);
-            if (errno || *end || end == optarg || timeout == 0 || timeout > 86400)
-                die_usage("--timeout: seconds, 1..86400, not \"%s\"", optarg);
-            break;
-        }
-        case O_TOTAL_TIMEOUT: {
-            char *end;
-            errno = 0;
-            total_timeout = strtoul(optarg, &end, 10);
-            if (errno || *end || end == optarg || total_timeout == 0 || total_timeout > 86400)
-                die_usage("--total-timeout: seconds, 1..86400, not \"%s\"", optarg);
-            break;
-        }
-        case O_FROM: from = optarg; break;
+        case O_IMPLICIT: a->implicit = true; break;
+        case O_USER: a->user = optarg; break;
+        case O_PASS: a->pass = optarg; break;
+        case O_PLAINAUTH: a->plaintext_auth = true; break;
+        case O_POLICY: a->policy = parse_policy(optarg); break;
+        case O_SERVERNAME: a->servername = optarg; break;
+        case O_CAFILE: a->cafile = optarg; break;
+        case O_TIMEOUT: a->timeout = parse_seconds("--timeout", optarg); break;
+        case O_TOTAL_TIMEOUT: a->total_timeout = parse_seconds("--total-timeout", optarg); break;
+        case O_FROM: a->from = optarg; break;
         case O_TO:
-            if (nto >= MAX_RCPTS)
+            if (a->nto >= MAX_RCPTS)
                 die_usage("too many --to (at most %d)", MAX_RCPTS);
-            to[nto++] = optarg;
+            a->to[a->nto++] = optarg;
             break;
-        case O_MESSAGE: message = optarg; break;
-        case O_JSON: json = true; break;
+        case O_MESSAGE: a->message = optarg; break;
+        case O_JSON: a->json = true; break;
         case 'v': verbose = 1; break;
-        case O_MEMORY: memfile = optarg; break;
-        case O_MEMORY_REDIS: memredis = optarg; break;
-        case O_LIST_MEMORY: list_memory = true; break;
-        case O_FORGET: forget = optarg; break;
-        case O_EXPORT_MEMORY: export_to = optarg; break;
-        case O_IMPORT_MEMORY: import_from = optarg; break;
+        case O_MEMORY: a->memfile = optarg; break;
+        case O_MEMORY_REDIS: a->memredis = optarg; break;
+        case O_LIST_MEMORY: a->list_memory = true; break;
+        case O_FORGET: a->forget = optarg; break;
+        case O_EXPORT_MEMORY: a->export_to = optarg; break;
+        case O_IMPORT_MEMORY: a->import_from = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
     }
-    if (memredis) {
-        if (memfile)
-            die_usage("--memory FILE and --memory-redis: one memory or the other");
-        char rerr[512];
-        if (!(redis = redis_store_new(memredis, 0, 0, prog, rerr, sizeof rerr)))
-            die_usage("--memory-redis: %s", rerr);
-        atexit(free_redis); /* after main's return has freed the config, the memory's last holder */
-    }
-    int memory_commands = list_memory + !!forget + !!export_to + !!import_from;
-    if (memory_commands) {
-        if (!memfile)
-            die_usage("--list-memory, --forget, --export-memory and --import-memory need --memory FILE%s",
-                      redis ? " (a Redis memory is listed and edited with redis-cli)" : "");
-        if (memory_commands > 1)
-            die_usage("--list-memory, --forget, --export-memory and --import-memory are separate commands");
-        if (optind != argc)
-            die_usage("--list-memory, --forget, --export-memory and --import-memory take no HOST argument");
-        return memory_command(memfile, list_memory, forget, export_to, import_from);
-    }
+    return -1;
+}
+
+static bool mailbox_proto(const struct args *a)
+{
+    return a->proto != MAILTLS_PROTO_SMTP && a->proto != MAILTLS_PROTO_LMTP;
+}
+
+/* The options that exclude or need each other, and the addresses. */
+static void check_args(int argc, const struct args *a)
+{
     if (optind != argc - 1)
         die_usage(optind >= argc ? "HOST[:PORT] is required" : "one HOST[:PORT] only");
-    bool mailbox = proto != MAILTLS_PROTO_SMTP && proto != MAILTLS_PROTO_LMTP;
-    if ((from || nto || message) && !(from && nto && message))
+    bool mailbox = mailbox_proto(a);
+    if ((a->from || a->nto || a->message) && !(a->from && a->nto && a->message))
         die_usage("--from, --to and --message go together");
-    if (message && mailbox)
+    if (a->message && mailbox)
         die_usage("--from, --to and --message are for --proto smtp and lmtp");
-    if (!user != !pass)
+    if (!a->user != !a->pass)
         die_usage("--user and --pass go together");
-    if (user && !mailbox)
+    if (a->user && !mailbox)
         die_usage("--user and --pass are for --proto imap, pop3, nntp and sieve");
-    if (implicit && proto == MAILTLS_PROTO_LMTP)
+    if (a->implicit && a->proto == MAILTLS_PROTO_LMTP)
         die_usage("--implicit: LMTP has no implicit-TLS port");
-    if (from && !valid_address(from, true))
-        die_usage("--from: not a usable address: \"%s\"", from);
-    for (size_t i = 0; i < nto; i++)
-        if (!valid_address(to[i], false))
-            die_usage("--to: not a usable address: \"%s\"", to[i]);
+    if (a->from && !valid_address(a->from, true))
+        die_usage("--from: not a usable address: \"%s\"", a->from);
+    for (size_t i = 0; i < a->nto; i++)
+        if (!valid_address(a->to[i], false))
+            die_usage("--to: not a usable address: \"%s\"", a->to[i]);
+}
 
-    char host[256];
-    uint16_t port;
-    char err[512];
-    static const uint16_t ports[6][2] = {{25, 465}, {24, 24}, {143, 993}, {110, 995}, {119, 563}, {4190, 4190}};
-    if (split_hostport(argv[optind], host, sizeof host, ports[proto][implicit ? 1 : 0], &port, err, sizeof err) < 0 ||
-        port == 0)
-        die_usage("%s", port == 0 ? "port 0" : err);
-
-    /* The message first: a local problem must not cost a connection. */
-    static struct sbuf raw, wire; /* file scope lifetime: no leak on any exit path */
-    bool eightbit = false;
-    if (message) {
-        if (read_file(message, &raw) < 0) {
-            fprintf(stderr, "%s: %s: %s\n", prog, message, strerror(errno));
+/* The message first: a local problem must not cost a connection. 0, or main's exit
+ * status. */
+static int load_message(const struct args *a, struct sbuf *wire, bool *eightbit)
+{
+    static struct sbuf raw; /* file scope lifetime: no leak on any exit path */
+    *eightbit = false;
+    if (a->message) {
+        if (read_file(a->message, &raw) < 0) {
+            fprintf(stderr, "%s: %s: %s\n", prog, a->message, strerror(errno));
             return EX_NOINPUT;
         }
-        if (prepare_message((const uint8_t *)raw.p, raw.len, &wire, &eightbit) < 0) {
+        if (prepare_message((const uint8_t *)raw.p, raw.len, wire, eightbit) < 0) {
             fprintf(stderr, "%s: out of memory\n", prog);
             return EX_OSERR;
         }
         sb_free(&raw);
     }
+    return 0;
+}
 
-    /* The config. */
+/* The config, built once. 0 and *cfg, or main's exit status. */
+static int build_config(const struct args *a, const mailtls_config **cfg)
+{
     mailtls_config_builder *b = NULL;
-    const mailtls_config *cfg = NULL;
     uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_CLIENT, &b);
     if (rc != MAILTLS_RESULT_OK) {
         fprintf(stderr, "%s: mailtls_config_builder_new: %s\n", prog, mailtls_result_str(rc));
         return EX_SOFTWARE;
     }
     const char *step = "set_policy";
-    rc = mailtls_config_builder_set_policy(b, policy);
+    rc = mailtls_config_builder_set_policy(b, a->policy);
     if (rc == MAILTLS_RESULT_OK) {
         step = "set_timeout_ms";
-        rc = mailtls_config_builder_set_timeout_ms(b, (uint32_t)(timeout * 1000u));
+        rc = mailtls_config_builder_set_timeout_ms(b, (uint32_t)(a->timeout * 1000u));
     }
-    if (rc == MAILTLS_RESULT_OK && total_timeout) {
+    if (rc == MAILTLS_RESULT_OK && a->total_timeout) {
         step = "set_total_timeout_ms";
-        rc = mailtls_config_builder_set_total_timeout_ms(b, (uint32_t)(total_timeout * 1000u));
+        rc = mailtls_config_builder_set_total_timeout_ms(b, (uint32_t)(a->total_timeout * 1000u));
     }
-    if (rc == MAILTLS_RESULT_OK && cafile) {
+    if (rc == MAILTLS_RESULT_OK && a->cafile) {
         step = "set_ca_file";
-        rc = mailtls_config_builder_set_ca_file(b, cafile);
+        rc = mailtls_config_builder_set_ca_file(b, a->cafile);
     }
     const mailtls_memory *mem = NULL;
-    if (rc == MAILTLS_RESULT_OK && memfile) {
+    if (rc == MAILTLS_RESULT_OK && a->memfile) {
         step = "memory";
-        rc = mailtls_memory_open_file(memfile, &mem);
+        rc = mailtls_memory_open_file(a->memfile, &mem);
         if (rc == MAILTLS_RESULT_OK) {
             char problems[1024] = "";
             if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
-                fprintf(stderr, "%s: --memory %s: %s\n", prog, memfile, problems);
+                fprintf(stderr, "%s: --memory %s: %s\n", prog, a->memfile, problems);
             rc = mailtls_config_builder_set_memory(b, mem);
             mailtls_memory_free(mem); /* the config holds its own reference */
         }
@@ -1001,7 +1028,7 @@ int main(int argc, char **argv)
             mailtls_memory_free(mem);
         }
     }
-    if (rc == MAILTLS_RESULT_OK && plaintext_auth) {
+    if (rc == MAILTLS_RESULT_OK && a->plaintext_auth) {
         step = "set_plaintext_auth";
         rc = mailtls_config_builder_set_plaintext_auth(b, true);
     }
@@ -1012,7 +1039,7 @@ int main(int argc, char **argv)
     }
     if (rc == MAILTLS_RESULT_OK) {
         step = "build";
-        rc = mailtls_config_builder_build(b, &cfg);
+        rc = mailtls_config_builder_build(b, cfg);
     }
     if (rc != MAILTLS_RESULT_OK) {
         char detail[512] = "";
@@ -1023,39 +1050,84 @@ int main(int argc, char **argv)
         return rc == MAILTLS_RESULT_INVALID_PARAMETER ? EX_USAGE : EX_CONFIG;
     }
     mailtls_config_builder_free(b);
+    return 0;
+}
 
+/* The session for host:port. 0 and *out, or main's exit status (cfg then freed). */
+static int new_session(const struct args *a, const mailtls_config *cfg, const char *host, uint16_t port,
+                       mailtls_session **out)
+{
     mailtls_session *s = NULL;
-    rc = mailtls_client_new(cfg, proto, host, port, &s);
+    uint32_t rc = mailtls_client_new(cfg, a->proto, host, port, &s);
     if (rc != MAILTLS_RESULT_OK) {
         fprintf(stderr, "%s: mailtls_client_new(%s): %s [%s]\n", prog, host, mailtls_result_str(rc),
                 mailtls_result_name(rc));
         mailtls_config_free(cfg);
         return rc == MAILTLS_RESULT_INVALID_PARAMETER ? EX_USAGE : EX_SOFTWARE;
     }
-    if (servername && (rc = mailtls_session_set_server_name(s, servername)) != MAILTLS_RESULT_OK) {
-        fprintf(stderr, "%s: --servername %s: %s\n", prog, servername, mailtls_session_last_error(s));
+    if (a->servername && (rc = mailtls_session_set_server_name(s, a->servername)) != MAILTLS_RESULT_OK) {
+        fprintf(stderr, "%s: --servername %s: %s\n", prog, a->servername, mailtls_session_last_error(s));
         mailtls_session_free(s);
         mailtls_config_free(cfg);
         return EX_USAGE;
     }
+    *out = s;
+    return 0;
+}
 
+/* After a negotiation the policy accepts: the program's own dialogue, then the close. */
+static int talk(const struct args *a, mailtls_session *s, const mailtls_report *rep, const struct sbuf *wire,
+                bool eightbit)
+{
     int status;
-    int fd = connect_tcp(host, port, (unsigned)timeout, err, sizeof err);
+    struct client *c = calloc(1, sizeof *c);
+    if (!c) {
+        fprintf(stderr, "%s: out of memory\n", prog);
+        status = EX_OSERR;
+    } else {
+        c->s = s;
+        lr_init(&c->lr, fill_session, c);
+        if (mailbox_proto(a)) {
+            status = mailbox_dialogue(s, a->proto, a->user, a->pass, verbose, prog);
+        } else if (a->message) {
+            struct delivery d = {.from = a->from, .to = a->to, .nto = a->nto, .wire = wire, .eightbit = eightbit,
+                                 .proto = a->proto};
+            status = deliver(c, rep, &d);
+        } else {
+            status = just_quit(c);
+        }
+        free(c);
+    }
+    uint32_t rc = mailtls_session_close(s);
+    if (rc != MAILTLS_RESULT_OK && verbose)
+        fprintf(stderr, "%s: close: %s\n", prog, mailtls_session_last_error(s));
+    return status;
+}
+
+/* Connects, negotiates, talks and reports; frees the session, the config and the
+ * message. Returns main's exit status. */
+static int run(const struct args *a, const mailtls_config *cfg, mailtls_session *s, const char *host,
+               uint16_t port, struct sbuf *wire, bool eightbit)
+{
+    char err[512];
+    uint32_t rc;
+    int status;
+    int fd = connect_tcp(host, port, (unsigned)a->timeout, err, sizeof err);
     if (fd < 0) {
         fprintf(stderr, "%s: %s\n", prog, err);
-        if (json)
+        if (a->json)
             print_local_json(MAILTLS_RESULT_CONNECT, err);
         mailtls_session_free(s);
         mailtls_config_free(cfg);
-        sb_free(&wire);
+        sb_free(wire);
         return EX_TEMPFAIL;
     }
 
-    struct redial rd = {.host = host, .timeout = (unsigned)timeout};
+    struct redial rd = {.host = host, .timeout = (unsigned)a->timeout};
     rc = mailtls_session_set_fd(s, fd);
-    if (rc == MAILTLS_RESULT_OK && implicit)
+    if (rc == MAILTLS_RESULT_OK && a->implicit)
         rc = mailtls_session_set_implicit_tls(s, true);
-    if (rc == MAILTLS_RESULT_OK && user) /* no password in plaintext unless --plaintext-auth */
+    if (rc == MAILTLS_RESULT_OK && a->user) /* no password in plaintext unless --plaintext-auth */
         rc = mailtls_session_set_will_authenticate(s, true);
     if (rc == MAILTLS_RESULT_OK)
         rc = mailtls_session_set_connector(s, redial_connect, redial_close, &rd);
@@ -1070,32 +1142,12 @@ int main(int argc, char **argv)
         status = outcome == MAILTLS_OUTCOME_FAIL ? EX_UNAVAILABLE : EX_TEMPFAIL;
     } else {
         print_summary(rep);
-        struct client *c = calloc(1, sizeof *c);
-        if (!c) {
-            fprintf(stderr, "%s: out of memory\n", prog);
-            status = EX_OSERR;
-        } else {
-            c->s = s;
-            lr_init(&c->lr, fill_session, c);
-            if (mailbox) {
-                status = mailbox_dialogue(s, proto, user, pass, verbose, prog);
-            } else if (message) {
-                struct delivery d = {.from = from, .to = to, .nto = nto, .wire = &wire, .eightbit = eightbit,
-                                     .proto = proto};
-                status = deliver(c, rep, &d);
-            } else {
-                status = just_quit(c);
-            }
-            free(c);
-        }
-        rc = mailtls_session_close(s);
-        if (rc != MAILTLS_RESULT_OK && verbose)
-            fprintf(stderr, "%s: close: %s\n", prog, mailtls_session_last_error(s));
+        status = talk(a, s, rep, wire, eightbit);
     }
     if (fd >= 0)
         close(fd);
 
-    if (json) {
+    if (a->json) {
         rep = mailtls_session_report(s);
         const char *j = mailtls_report_json(rep);
         printf("%s\n", j ? j : "null");
@@ -1103,6 +1155,55 @@ int main(int argc, char **argv)
     fprintf(stderr, "%s: exit %d\n", prog, status);
     mailtls_session_free(s);
     mailtls_config_free(cfg);
-    sb_free(&wire);
+    sb_free(wire);
     return status;
+}
+
+int main(int argc, char **argv)
+{
+    static struct args a = {.proto = MAILTLS_PROTO_SMTP, .policy = MAILTLS_POLICY_MAY, .timeout = 60};
+    signal(SIGPIPE, SIG_IGN);
+    int status = parse_args(argc, argv, &a);
+    if (status >= 0)
+        return status;
+    if (a.memredis) {
+        if (a.memfile)
+            die_usage("--memory FILE and --memory-redis: one memory or the other");
+        char rerr[512];
+        if (!(redis = redis_store_new(a.memredis, 0, 0, prog, rerr, sizeof rerr)))
+            die_usage("--memory-redis: %s", rerr);
+        atexit(free_redis); /* after main's return has freed the config, the memory's last holder */
+    }
+    int memory_commands = a.list_memory + !!a.forget + !!a.export_to + !!a.import_from;
+    if (memory_commands) {
+        if (!a.memfile)
+            die_usage("--list-memory, --forget, --export-memory and --import-memory need --memory FILE%s",
+                      redis ? " (a Redis memory is listed and edited with redis-cli)" : "");
+        if (memory_commands > 1)
+            die_usage("--list-memory, --forget, --export-memory and --import-memory are separate commands");
+        if (optind != argc)
+            die_usage("--list-memory, --forget, --export-memory and --import-memory take no HOST argument");
+        return memory_command(a.memfile, a.list_memory, a.forget, a.export_to, a.import_from);
+    }
+    check_args(argc, &a);
+
+    char host[256];
+    uint16_t port;
+    char err[512];
+    static const uint16_t ports[6][2] = {{25, 465}, {24, 24}, {143, 993}, {110, 995}, {119, 563}, {4190, 4190}};
+    if (split_hostport(argv[optind], host, sizeof host, ports[a.proto][a.implicit ? 1 : 0], &port, err, sizeof err) < 0 ||
+        port == 0)
+        die_usage("%s", port == 0 ? "port 0" : err);
+
+    static struct sbuf wire; /* file scope lifetime: no leak on any exit path */
+    bool eightbit;
+    if ((status = load_message(&a, &wire, &eightbit)) != 0)
+        return status;
+    const mailtls_config *cfg = NULL;
+    if ((status = build_config(&a, &cfg)) != 0)
+        return status;
+    mailtls_session *s = NULL;
+    if ((status = new_session(&a, cfg, host, port, &s)) != 0)
+        return status;
+    return run(&a, cfg, s, host, port, &wire, eightbit);
 }

@@ -1,9 +1,15 @@
 /*
  * mailtls-server: a small SMTP/LMTP server that offers STARTTLS through mailtls and
- * delivers into a maildir, and an IMAP, POP3, NNTP or ManageSieve server (in
- * mailbox-server.c) that serves that maildir, a news spool or a script store, with
- * STARTTLS or implicit TLS. One process per connection (fork). See usage() for the
- * options.
+ * delivers into a maildir, and an IMAP, POP3, NNTP or ManageSieve server that serves
+ * that maildir, a news spool or a script store, with STARTTLS or implicit TLS. One
+ * process per connection (fork). See usage() for the options.
+ *
+ * This file holds main (the options, the config built once, the listener, the
+ * children) and serve(), which sets one connection up, runs its dialogue and closes
+ * it. The dialogues are server-smtp.c, server-imap.c, server-pop3.c, server-nntp.c and
+ * server-sieve.c (server-dialogues.h), on top of server-store.c (what the mailbox
+ * dialogues share) and server-conn.c (the connection layer, server.h); nothing
+ * depends on this file.
  *
  * It prints {"listening":"ADDR:PORT"} (the real port) as its first stdout line and,
  * with --json-log, one JSON line per connection. Human logs go to stderr.
@@ -15,44 +21,26 @@
  * mailtls_session_read/_write. Writes always go through mailtls_session_write.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <getopt.h>
 #include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <sysexits.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
 #include "legacy-tls.h"
+#include "server-dialogues.h"
 #include "server.h"
 
-static const char *const prog = "mailtls-server";
-
-#define CMD_LINE_MAX 1000     /* RFC 5321 4.5.3.1.4: 512; we accept up to 1000 with CRLF */
-#define DATA_LINE_MAX 65536   /* longer than RFC 5321's 1000, refused beyond this */
-#define MAX_ERRORS 20
-
-struct options opt = {
-    .proto = MAILTLS_PROTO_SMTP,
-    .timeout = 300,
-    .max_size = 10 * 1024 * 1024,
-};
-char hostname[256];
 static const mailtls_config *cfg;
-static const char *const end_names[] = {"quit", "eof", "timeout", "error", "too-many-errors", "tls-failed"};
-static struct legacy_ctx *legacy; /* --legacy-hello handoff */
 
 static void usage(FILE *f)
 {
@@ -111,610 +99,6 @@ static void die_usage(const char *fmt, ...)
     exit(EX_USAGE);
 }
 
-void logmsg(const char *peer, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void logmsg(const char *peer, const char *fmt, ...)
-{
-    char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (peer)
-        fprintf(stderr, "%s[%d]: %s: %s\n", prog, (int)getpid(), peer, buf);
-    else
-        fprintf(stderr, "%s[%d]: %s\n", prog, (int)getpid(), buf);
-}
-
-/* ---- one connection ---- */
-
-
-/* The reader's sources: called only when every buffered line was handled, so this
- * is where queued replies go out (one write for a whole pipelined batch). */
-static int fill_plain(void *ud, uint8_t *buf, size_t cap, size_t *got)
-{
-    struct conn *c = ud;
-    flush(c);
-    if (c->dead)
-        return LR_ERROR;
-    struct pollfd p = {.fd = c->fd, .events = POLLIN};
-    int r;
-    do
-        r = poll(&p, 1, (int)(opt.timeout * 1000u));
-    while (r < 0 && errno == EINTR);
-    if (r == 0)
-        return LR_TIMEOUT;
-    if (r < 0) {
-        snprintf(c->err, sizeof c->err, "poll: %s", strerror(errno));
-        return LR_ERROR;
-    }
-    ssize_t n;
-    do
-        n = read(c->fd, buf, cap);
-    while (n < 0 && errno == EINTR);
-    if (n == 0)
-        return LR_EOF;
-    if (n < 0) {
-        snprintf(c->err, sizeof c->err, "read: %s", strerror(errno));
-        return errno == ECONNRESET ? LR_EOF : LR_ERROR;
-    }
-    *got = (size_t)n;
-    return LR_LINE;
-}
-
-static int fill_legacy(void *ud, uint8_t *buf, size_t cap, size_t *got)
-{
-    struct conn *c = ud;
-    flush(c);
-    if (c->dead)
-        return LR_ERROR;
-    if (legacy_read(c->legacy, buf, cap, got, c->err, sizeof c->err) < 0)
-        return strcmp(c->err, "timeout") == 0 ? LR_TIMEOUT : LR_ERROR;
-    return *got ? LR_LINE : LR_EOF;
-}
-
-int fill_tls(void *ud, uint8_t *buf, size_t cap, size_t *got)
-{
-    struct conn *c = ud;
-    flush(c);
-    if (c->dead)
-        return LR_ERROR;
-    uint32_t rc = mailtls_session_read(c->s, buf, cap, got);
-    if (rc == MAILTLS_RESULT_OK)
-        return LR_LINE;
-    snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
-    if (rc == MAILTLS_RESULT_CLOSED || rc == MAILTLS_RESULT_PEER_CLOSED)
-        return LR_EOF;
-    if (rc == MAILTLS_RESULT_TIMEOUT)
-        return LR_TIMEOUT;
-    return LR_ERROR;
-}
-
-/* Writes out the queued replies through the session (plaintext or TLS). */
-void flush(struct conn *c)
-{
-    const uint8_t *p = (const uint8_t *)c->out.p;
-    size_t left = c->out.len;
-    if (c->legacy && !c->dead && left > 0 && legacy_write(c->legacy, p, left, c->err, sizeof c->err) < 0)
-        c->dead = true;
-    if (c->legacy)
-        left = 0;
-    while (!c->dead && left > 0) {
-        size_t w = 0;
-        uint32_t rc = mailtls_session_write(c->s, p, left, &w);
-        if (rc != MAILTLS_RESULT_OK) {
-            snprintf(c->err, sizeof c->err, "write: %s [%s]", mailtls_session_last_error(c->s),
-                     mailtls_result_name(rc));
-            c->dead = true;
-            break;
-        }
-        p += w;
-        left -= w;
-    }
-    c->out.len = 0;
-}
-
-/* Queues one reply line (CRLF added). */
-void reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void reply(struct conn *c, const char *fmt, ...)
-{
-    if (c->dead)
-        return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf - 2, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n > sizeof buf - 3)
-        n = (int)sizeof buf - 3;
-    if (opt.verbose)
-        logmsg(c->peer, "S: %.*s", n, buf);
-    memcpy(buf + n, "\r\n", 2);
-    if (sb_append(&c->out, buf, (size_t)n + 2) < 0) {
-        snprintf(c->err, sizeof c->err, "out of memory");
-        c->dead = true;
-    }
-}
-
-/* Sends a ready-made reply line (with CRLF) from the library. */
-void reply_raw(struct conn *c, const char *line)
-{
-    size_t n = strlen(line);
-    while (n > 0 && (line[n - 1] == '\r' || line[n - 1] == '\n'))
-        n--;
-    reply(c, "%.*s", (int)n, line);
-}
-
-void reply_bytes(struct conn *c, const void *p, size_t n)
-{
-    if (c->dead)
-        return;
-    if (sb_append(&c->out, p, n) < 0) {
-        snprintf(c->err, sizeof c->err, "out of memory");
-        c->dead = true;
-    }
-}
-
-static void txn_reset(struct txn *t)
-{
-    free(t->from);
-    for (size_t i = 0; i < t->nrcpt; i++)
-        free(t->rcpt[i]);
-    memset(t, 0, sizeof *t);
-}
-
-/*
- * Parses "<path>" followed by optional " PARAM..." after a "FROM:" / "TO:" prefix.
- * `*addr` gets a malloc'd copy of the address, `*params` points at the parameters.
- * Returns 0, or -1 on a syntax error.
- */
-static int parse_path(const char *s, char **addr, const char **params)
-{
-    while (*s == ' ')
-        s++; /* "MAIL FROM: <a@b>" is common enough to accept */
-    if (*s != '<')
-        return -1;
-    const char *e = strchr(s + 1, '>');
-    if (!e)
-        return -1;
-    size_t n = (size_t)(e - s - 1);
-    if (n > 254)
-        return -1;
-    for (const char *p = s + 1; p < e; p++)
-        if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 0x7f || *p == '<')
-            return -1;
-    if (e[1] != '\0' && e[1] != ' ')
-        return -1;
-    *addr = strndup(s + 1, n);
-    if (!*addr)
-        return -1;
-    *params = e + 1;
-    while (**params == ' ')
-        (*params)++;
-    return 0;
-}
-
-static void cmd_hello(struct conn *c, const char *verb, const char *arg)
-{
-    bool lhlo = strcasecmp(verb, "LHLO") == 0;
-    if ((opt.proto == MAILTLS_PROTO_LMTP) != lhlo) {
-        c->errors++;
-        reply(c, "500 5.5.1 Error: %s", opt.proto == MAILTLS_PROTO_LMTP ? "this is LMTP, use LHLO" : "use EHLO or HELO");
-        return;
-    }
-    if (!printable_token(arg, 255)) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: %s hostname", verb);
-        return;
-    }
-    txn_reset(&c->t);
-    snprintf(c->helo, sizeof c->helo, "%s", arg);
-    c->have_helo = true;
-    c->esmtp = strcasecmp(verb, "HELO") != 0;
-    if (!c->esmtp) {
-        reply(c, "250 %s", hostname);
-        return;
-    }
-    reply(c, "250-%s greets %s", hostname, c->ip);
-    reply(c, "250-PIPELINING");
-    reply(c, "250-SIZE %zu", opt.max_size);
-    reply(c, "250-8BITMIME");
-    if (mailtls_server_offer_starttls(c->s))
-        reply(c, "250-STARTTLS");
-    reply(c, "250 ENHANCEDSTATUSCODES");
-}
-
-static void cmd_mail(struct conn *c, const char *arg)
-{
-    if (!c->have_helo) {
-        c->errors++;
-        reply(c, "503 5.5.1 Error: send %s first", opt.proto == MAILTLS_PROTO_LMTP ? "LHLO" : "HELO/EHLO");
-        return;
-    }
-    if (c->t.active) {
-        c->errors++;
-        reply(c, "503 5.5.1 Error: nested MAIL command");
-        return;
-    }
-    char *addr = NULL;
-    const char *params;
-    if (strncasecmp(arg, "FROM:", 5) != 0 || parse_path(arg + 5, &addr, &params) < 0) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: MAIL FROM:<address>");
-        return;
-    }
-    /* Parameters (ESMTP only): SIZE and BODY. */
-    char pbuf[CMD_LINE_MAX];
-    snprintf(pbuf, sizeof pbuf, "%s", params);
-    for (char *save = NULL, *p = strtok_r(pbuf, " ", &save); p; p = strtok_r(NULL, " ", &save)) {
-        if (!c->esmtp) {
-            free(addr);
-            c->errors++;
-            reply(c, "555 5.5.4 Error: parameters need EHLO");
-            return;
-        }
-        if (strncasecmp(p, "SIZE=", 5) == 0) {
-            char *end;
-            errno = 0;
-            unsigned long long sz = strtoull(p + 5, &end, 10);
-            if (errno || *end || end == p + 5) {
-                free(addr);
-                c->errors++;
-                reply(c, "501 5.5.4 Error: bad SIZE parameter");
-                return;
-            }
-            if (sz > opt.max_size) {
-                free(addr);
-                reply(c, "552 5.3.4 Error: message size exceeds fixed limit");
-                return;
-            }
-        } else if (strcasecmp(p, "BODY=7BIT") == 0 || strcasecmp(p, "BODY=8BITMIME") == 0) {
-            /* fine: the store is 8-bit clean */
-        } else {
-            free(addr);
-            c->errors++;
-            reply(c, "555 5.5.4 Error: unsupported parameter \"%.50s\"", p);
-            return;
-        }
-    }
-    txn_reset(&c->t);
-    c->t.active = true;
-    c->t.from = addr;
-    reply(c, "250 2.1.0 Ok");
-}
-
-static void cmd_rcpt(struct conn *c, const char *arg)
-{
-    if (!c->t.active) {
-        c->errors++;
-        reply(c, "503 5.5.1 Error: need MAIL command");
-        return;
-    }
-    char *addr = NULL;
-    const char *params;
-    if (strncasecmp(arg, "TO:", 3) != 0 || parse_path(arg + 3, &addr, &params) < 0) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: RCPT TO:<address>");
-        return;
-    }
-    if (*addr == '\0') {
-        free(addr);
-        c->errors++;
-        reply(c, "501 5.1.3 Error: empty recipient");
-        return;
-    }
-    if (*params) {
-        free(addr);
-        c->errors++;
-        reply(c, "555 5.5.4 Error: unsupported parameter");
-        return;
-    }
-    if (c->t.nrcpt >= MAX_RCPTS) {
-        free(addr);
-        reply(c, "452 4.5.3 Error: too many recipients");
-        return;
-    }
-    c->t.rcpt[c->t.nrcpt++] = addr;
-    reply(c, "250 2.1.5 Ok");
-}
-
-/* A maildir file name part: no '/' or ':'. */
-static void safe_name(char *dst, size_t cap, const char *src)
-{
-    size_t i = 0;
-    for (; *src && i + 1 < cap; src++)
-        dst[i++] = (*src == '/' || *src == ':' || (unsigned char)*src <= ' ') ? '_' : *src;
-    dst[i] = '\0';
-}
-
-int write_all(int fd, const void *p, size_t n)
-{
-    const char *q = p;
-    while (n > 0) {
-        ssize_t w = write(fd, q, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        q += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/*
- * Stores one message into the maildir: tmp/NAME then rename to new/NAME. `for_rcpt`
- * names the recipient in Delivered-To and the Received header (LMTP: one file each).
- * Writes a queue id into `id`. Returns 0, or -1 with errno.
- */
-static int store(struct conn *c, const struct sbuf *body, const char *for_rcpt, char id[64])
-{
-    static unsigned seq;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    snprintf(id, 64, "%lX%05lX%X", (unsigned long)tv.tv_sec, (unsigned long)tv.tv_usec, ++seq);
-
-    const mailtls_report *rep = mailtls_session_report(c->s);
-    const char *ver = c->lver[0] ? c->lver : c->tls ? mailtls_report_tls_version(rep) : NULL;
-    const char *cipher = c->lcipher[0] ? c->lcipher : c->tls ? mailtls_report_cipher(rep) : NULL;
-    const char *group = c->tls ? mailtls_report_group(rep) : NULL;
-    const char *with = opt.proto == MAILTLS_PROTO_LMTP ? (c->tls ? "LMTPS" : "LMTP")
-                       : c->tls                        ? "ESMTPS"
-                       : c->esmtp                      ? "ESMTP"
-                                                       : "SMTP";
-    char date[64];
-    struct tm tm;
-    localtime_r(&tv.tv_sec, &tm);
-    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
-
-    struct sbuf h = {0};
-    sb_printf(&h, "Return-Path: <%s>\n", c->t.from);
-    if (for_rcpt && opt.proto == MAILTLS_PROTO_LMTP)
-        sb_printf(&h, "Delivered-To: %s\n", for_rcpt);
-    sb_printf(&h, "Received: from %s ([%s])\n\tby %s (mailtls-server %s) with %s id %s\n", c->helo, c->ip,
-              hostname, mailtls_version(), with, id);
-    if (c->tls)
-        sb_printf(&h, "\t(using %s with cipher %s, group %s)\n", ver ? ver : "?", cipher ? cipher : "?",
-                  group ? group : "?");
-    else
-        sb_printf(&h, "\t(no TLS: received in plaintext)\n");
-    if (for_rcpt)
-        sb_printf(&h, "\tfor <%s>; %s\n", for_rcpt, date);
-    else
-        sb_printf(&h, "\t; %s\n", date);
-    if (!h.p) {
-        errno = ENOMEM;
-        return -1;
-    }
-
-    if (!opt.maildir) {
-        logmsg(c->peer, "message %s (%zu bytes) accepted and discarded: no --maildir", id, body->len);
-        sb_free(&h);
-        return 0;
-    }
-    char host[128], name[256], tmp[4096], dst[4096];
-    safe_name(host, sizeof host, hostname);
-    snprintf(name, sizeof name, "%ld.M%06ldP%dQ%u.%s", (long)tv.tv_sec, (long)tv.tv_usec, (int)getpid(), seq, host);
-    snprintf(tmp, sizeof tmp, "%s/tmp/%s", opt.maildir, name);
-    snprintf(dst, sizeof dst, "%s/new/%s", opt.maildir, name);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        sb_free(&h);
-        return -1;
-    }
-    int rc = write_all(fd, h.p, h.len);
-    if (rc == 0 && body->len)
-        rc = write_all(fd, body->p, body->len);
-    if (rc == 0)
-        rc = fsync(fd);
-    int e = errno;
-    if (close(fd) < 0 && rc == 0) {
-        rc = -1;
-        e = errno;
-    }
-    sb_free(&h);
-    if (rc == 0 && rename(tmp, dst) < 0) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc < 0) {
-        unlink(tmp);
-        errno = e;
-        return -1;
-    }
-    logmsg(c->peer, "delivered %s from <%s> to %s (%zu bytes, %s%s%s)", id, c->t.from, dst, body->len,
-           c->tls ? ver : "plaintext", c->tls ? " " : "", c->tls ? cipher : "");
-    return 0;
-}
-
-/* Returns false when the connection must end (EOF, timeout, error while reading data). */
-static bool cmd_data(struct conn *c, const char *arg, enum end_reason *why)
-{
-    if (!c->t.active) {
-        c->errors++;
-        reply(c, "503 5.5.1 Error: need MAIL command");
-        return true;
-    }
-    if (c->t.nrcpt == 0) {
-        c->errors++;
-        reply(c, "554 5.5.1 Error: no valid recipients");
-        return true;
-    }
-    if (*arg) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: DATA");
-        return true;
-    }
-    reply(c, "354 End data with <CR><LF>.<CR><LF>");
-    flush(c);
-    if (c->dead) {
-        *why = END_ERROR;
-        return false;
-    }
-
-    static char line[DATA_LINE_MAX];
-    struct sbuf body = {0};
-    bool too_big = false, bare_lf = false, overlong = false, nomem = false;
-    bool prev_crlf = true;
-    for (;;) {
-        size_t len;
-        bool crlf;
-        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
-        if (st == LR_EOF || st == LR_TIMEOUT || st == LR_ERROR) {
-            sb_free(&body);
-            *why = st == LR_EOF ? END_EOF : st == LR_TIMEOUT ? END_TIMEOUT : END_ERROR;
-            if (st == LR_TIMEOUT)
-                reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
-            logmsg(c->peer, "connection lost during DATA: %s", end_names[*why]);
-            return false;
-        }
-        if (!crlf)
-            bare_lf = true;
-        if (st == LR_TOOLONG) {
-            overlong = true;
-            prev_crlf = crlf;
-            continue;
-        }
-        /* Only <CRLF>.<CRLF> ends the data: never a dot line next to a bare LF. */
-        if (len == 1 && line[0] == '.' && crlf && prev_crlf)
-            break;
-        prev_crlf = crlf;
-        const char *p = line;
-        if (len > 0 && line[0] == '.') {
-            p++;
-            len--;
-        }
-        if (too_big || nomem)
-            continue;
-        if (body.len + len + 1 > opt.max_size) {
-            too_big = true;
-            continue;
-        }
-        if (sb_append(&body, p, len) < 0 || sb_append(&body, "\n", 1) < 0)
-            nomem = true;
-    }
-
-    const char *refusal = NULL;
-    if (too_big)
-        refusal = "552 5.3.4 Error: message size exceeds fixed limit";
-    else if (overlong)
-        refusal = "554 5.6.0 Error: message line too long";
-    else if (bare_lf)
-        refusal = "554 5.6.0 Error: bare <LF> received (RFC 5321 section 2.3.8)";
-    else if (nomem)
-        refusal = "451 4.3.0 Error: out of memory";
-
-    if (opt.proto == MAILTLS_PROTO_LMTP) {
-        /* One reply per accepted recipient, in RCPT order. */
-        for (size_t i = 0; i < c->t.nrcpt; i++) {
-            char id[64];
-            if (refusal)
-                reply(c, "%s", refusal);
-            else if (store(c, &body, c->t.rcpt[i], id) < 0)
-                reply(c, "451 4.3.0 <%s> Error: cannot store the message: %s", c->t.rcpt[i], strerror(errno));
-            else {
-                c->messages++;
-                reply(c, "250 2.0.0 <%s> Ok: delivered as %s", c->t.rcpt[i], id);
-            }
-        }
-    } else {
-        char id[64];
-        if (refusal)
-            reply(c, "%s", refusal);
-        else if (store(c, &body, c->t.nrcpt == 1 ? c->t.rcpt[0] : NULL, id) < 0)
-            reply(c, "451 4.3.0 Error: cannot store the message: %s", strerror(errno));
-        else {
-            c->messages++;
-            reply(c, "250 2.0.0 Ok: queued as %s", id);
-        }
-    }
-    if (refusal)
-        logmsg(c->peer, "message refused: %s", refusal);
-    sb_free(&body);
-    txn_reset(&c->t);
-    return true;
-}
-
-/* After MAILTLS_RESULT_HANDOFF (a hello rustls does not serve, after STARTTLS or on
- * an implicit-TLS port): OpenSSL continues from the bytes the library already read.
- * 1: TLS is up through OpenSSL; -1: the connection must end. */
-static int hand_off(struct conn *c, enum end_reason *why)
-{
-    const uint8_t *pre = NULL;
-    size_t npre = 0;
-    mailtls_session_handoff_bytes(c->s, &pre, &npre);
-    c->legacy = legacy_accept(legacy, c->fd, pre, npre, opt.timeout, c->err, sizeof c->err);
-    if (!c->legacy) {
-        logmsg(c->peer, "handoff to OpenSSL failed: %s", c->err);
-        *why = END_TLS_FAILED;
-        return -1;
-    }
-    snprintf(c->lver, sizeof c->lver, "%s", legacy_version(c->legacy));
-    snprintf(c->lcipher, sizeof c->lcipher, "%s", legacy_cipher(c->legacy));
-    logmsg(c->peer, "%s hello handed off: OpenSSL negotiated %s %s",
-           mailtls_hello_name(mailtls_report_hello(mailtls_session_report(c->s))), legacy_version(c->legacy),
-           legacy_cipher(c->legacy));
-    c->tls = true;
-    lr_init(&c->lr, fill_legacy, c);
-    return 1;
-}
-
-int start_tls(struct conn *c, enum end_reason *why)
-{
-    flush(c); /* our earlier replies go out before the library's go */
-    if (c->dead) {
-        *why = END_ERROR;
-        return -1;
-    }
-    const uint8_t *pending;
-    size_t npending = lr_pending(&c->lr, &pending);
-    uint32_t rc = mailtls_server_starttls(c->s, pending, npending);
-    /* Whatever followed STARTTLS in the buffer is never executed. */
-    lr_discard(&c->lr);
-    if (rc == MAILTLS_RESULT_OK) {
-        c->tls = true;
-        lr_init(&c->lr, fill_tls, c);
-        return 1;
-    }
-    if (rc == MAILTLS_RESULT_HANDOFF && legacy)
-        return hand_off(c, why);
-    if (rc == MAILTLS_RESULT_TLS_UNAVAILABLE || rc == MAILTLS_RESULT_TLS_ALREADY_ACTIVE ||
-        rc == MAILTLS_RESULT_STARTTLS_NOT_ALLOWED) {
-        /* The library sent the protocol's refusal itself: go on as before. */
-        if (npending) {
-            c->discarded += npending;
-            logmsg(c->peer, "discarded %zu bytes pipelined after STARTTLS", npending);
-        }
-        logmsg(c->peer, "STARTTLS refused: %s", mailtls_session_last_error(c->s));
-        return 0;
-    }
-    snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
-    logmsg(c->peer, "STARTTLS failed: %s", c->err);
-    *why = END_TLS_FAILED;
-    return -1;
-}
-
-/* Returns false when the connection must end. */
-static bool cmd_starttls(struct conn *c, const char *arg, enum end_reason *why)
-{
-    if (*arg) {
-        c->errors++;
-        reply(c, "501 5.5.4 Syntax: STARTTLS");
-        return true;
-    }
-    int r = start_tls(c, why);
-    if (r > 0) {
-        /* RFC 3207 section 4.2: the client starts over with EHLO. */
-        c->have_helo = false;
-        c->esmtp = false;
-        c->helo[0] = '\0';
-        txn_reset(&c->t);
-    }
-    return r >= 0;
-}
-
 static void json_log(struct conn *c, enum end_reason why)
 {
     const mailtls_report *rep = mailtls_session_report(c->s);
@@ -759,41 +143,57 @@ static void json_log(struct conn *c, enum end_reason why)
     sb_free(&j);
 }
 
-/* The library's command checks for a session it handed off (TLS is active). */
-static uint32_t legacy_check(struct conn *c, const char *line, size_t len)
+/* The protocol's dialogue, once the greeting is due. */
+static void run_dialogue(struct conn *c, enum end_reason *why)
 {
-    size_t v = 0;
-    while (v < len && line[v] != ' ')
-        v++;
-    if (v == 8 && strncasecmp(line, "STARTTLS", 8) == 0)
-        return MAILTLS_RESULT_TLS_ALREADY_ACTIVE;
-    bool hello = v == 4 && (!strncasecmp(line, "EHLO", 4) || !strncasecmp(line, "HELO", 4) || !strncasecmp(line, "LHLO", 4));
-    bool harmless = v == 4 && (!strncasecmp(line, "NOOP", 4) || !strncasecmp(line, "QUIT", 4) || !strncasecmp(line, "RSET", 4));
-    if (!c->have_helo && !hello && !harmless)
-        return MAILTLS_RESULT_STATE_RESET_REQUIRED;
-    return MAILTLS_RESULT_OK;
+    switch (opt.proto) {
+    case MAILTLS_PROTO_SMTP:
+    case MAILTLS_PROTO_LMTP: serve_smtp(c, why); break;
+    case MAILTLS_PROTO_IMAP: serve_imap(c, why); break;
+    case MAILTLS_PROTO_POP3: serve_pop3(c, why); break;
+    case MAILTLS_PROTO_NNTP: serve_nntp(c, why); break;
+    default: serve_sieve(c, why); break;
+    }
 }
 
+/* The end of a connection: the last replies, close_notify, the log lines, the frees. */
+static void close_connection(struct conn *c, enum end_reason why)
+{
+    flush(c);
+    if (c->dead && why != END_TLS_FAILED)
+        why = END_ERROR;
+
+    if (c->legacy) {
+        if (!c->dead)
+            flush(c);
+        legacy_close(c->legacy); /* close_notify */
+        c->legacy = NULL;
+    } else if (c->tls && !c->dead && why != END_TLS_FAILED) {
+        mailtls_session_close(c->s); /* close_notify */
+    }
+    shutdown(c->fd, SHUT_RDWR);
+    close(c->fd);
+    {
+        const mailtls_report *rep = mailtls_session_report(c->s);
+        const char *ver = c->lver[0] ? c->lver : rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
+        logmsg(c->peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
+               c->messages, c->err[0] ? ", " : "", c->err);
+    }
+    if (opt.json_log)
+        json_log(c, why);
+    sb_free(&c->out);
+    mailtls_session_free(c->s);
+    free(c);
+}
+
+/* One connection, in the child: the session, the dialogue, the end. */
 static void serve(int fd, const char *peer)
 {
-    struct conn *c = calloc(1, sizeof *c);
+    struct conn *c = conn_new(fd, peer);
     if (!c) {
         close(fd);
         return;
     }
-    c->fd = fd;
-    c->peer = peer;
-    snprintf(c->ip, sizeof c->ip, "%s", peer);
-    char *colon = strrchr(c->ip, ':');
-    if (colon)
-        *colon = '\0';
-    if (c->ip[0] == '[') {
-        memmove(c->ip, c->ip + 1, strlen(c->ip));
-        char *rb = strchr(c->ip, ']');
-        if (rb)
-            *rb = '\0';
-    }
-    lr_init(&c->lr, fill_plain, c);
 
     uint32_t rc = mailtls_server_new(cfg, opt.proto, peer, &c->s);
     if (rc == MAILTLS_RESULT_OK)
@@ -809,145 +209,9 @@ static void serve(int fd, const char *peer)
     }
     logmsg(peer, "connected");
     enum end_reason why = END_EOF;
-    if (opt.implicit) {
-        /* RFC 8314: the handshake comes first, the greeting goes out encrypted. */
-        rc = mailtls_server_start_implicit(c->s);
-        if (rc == MAILTLS_RESULT_HANDOFF && legacy) {
-            if (hand_off(c, &why) < 0)
-                goto done;
-        } else if (rc != MAILTLS_RESULT_OK) {
-            snprintf(c->err, sizeof c->err, "%s [%s]", mailtls_session_last_error(c->s), mailtls_result_name(rc));
-            logmsg(peer, "implicit TLS failed: %s", c->err);
-            why = END_TLS_FAILED;
-            goto done;
-        } else {
-            c->tls = true;
-            lr_init(&c->lr, fill_tls, c);
-        }
-    }
-    if (opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP) {
-        serve_mailbox(c, &why);
-        goto done;
-    }
-    reply(c, "220 %s %s mailtls-server ready", hostname, opt.proto == MAILTLS_PROTO_LMTP ? "LMTP" : "ESMTP");
-
-    static char line[CMD_LINE_MAX];
-    while (!c->dead) {
-        if (c->errors >= MAX_ERRORS) {
-            reply(c, "421 4.7.0 %s Error: too many errors", hostname);
-            why = END_TOO_MANY_ERRORS;
-            break;
-        }
-        size_t len;
-        bool crlf;
-        int st = lr_getline(&c->lr, line, sizeof line, &len, &crlf);
-        if (st == LR_EOF) {
-            why = END_EOF;
-            break;
-        }
-        if (st == LR_TIMEOUT) {
-            reply(c, "421 4.4.2 %s Error: timeout exceeded", hostname);
-            why = END_TIMEOUT;
-            break;
-        }
-        if (st == LR_ERROR) {
-            why = END_ERROR;
-            break;
-        }
-        if (st == LR_TOOLONG) {
-            c->errors++;
-            reply(c, "500 5.5.0 Error: line too long");
-            continue;
-        }
-        if (opt.verbose)
-            logmsg(peer, "C: %.*s", (int)len, line);
-        if (memchr(line, '\0', len)) {
-            c->errors++;
-            reply(c, "500 5.5.2 Error: NUL in command");
-            continue;
-        }
-        /* A handed-off session is the example's own: the same rules, kept here. */
-        uint32_t chk = c->legacy ? legacy_check(c, line, len) : mailtls_server_check_command(c->s, (const uint8_t *)line, len);
-        if (chk != MAILTLS_RESULT_OK) {
-            const char *text = mailtls_server_reply(c->s, chk);
-            c->errors++;
-            if (text)
-                reply_raw(c, text);
-            else
-                reply(c, "503 5.5.1 Error: command refused (%s)", mailtls_result_name(chk));
-            continue;
-        }
-        /* Verb and argument. */
-        char *sp = strchr(line, ' ');
-        const char *arg = "";
-        if (sp) {
-            *sp = '\0';
-            arg = sp + 1;
-            char *end = sp + 1 + strlen(sp + 1);
-            while (end > sp + 1 && (end[-1] == ' ' || end[-1] == '\t'))
-                *--end = '\0';
-        }
-        const char *verb = line;
-        if (!strcasecmp(verb, "EHLO") || !strcasecmp(verb, "HELO") || !strcasecmp(verb, "LHLO")) {
-            cmd_hello(c, verb, arg);
-        } else if (!strcasecmp(verb, "MAIL")) {
-            cmd_mail(c, arg);
-        } else if (!strcasecmp(verb, "RCPT")) {
-            cmd_rcpt(c, arg);
-        } else if (!strcasecmp(verb, "DATA")) {
-            if (!cmd_data(c, arg, &why))
-                break;
-        } else if (!strcasecmp(verb, "STARTTLS")) {
-            if (!cmd_starttls(c, arg, &why))
-                break;
-        } else if (!strcasecmp(verb, "RSET")) {
-            txn_reset(&c->t);
-            reply(c, "250 2.0.0 Ok");
-        } else if (!strcasecmp(verb, "NOOP")) {
-            reply(c, "250 2.0.0 Ok");
-        } else if (!strcasecmp(verb, "QUIT")) {
-            reply(c, "221 2.0.0 Bye");
-            why = END_QUIT;
-            break;
-        } else if (!strcasecmp(verb, "VRFY")) {
-            reply(c, "252 2.0.0 Cannot VRFY, send some mail");
-        } else if (!strcasecmp(verb, "HELP")) {
-            reply(c, "214 2.0.0 EHLO HELO LHLO MAIL RCPT DATA RSET NOOP QUIT STARTTLS");
-        } else if (*verb == '\0') {
-            c->errors++;
-            reply(c, "500 5.5.2 Error: bad syntax");
-        } else {
-            c->errors++;
-            reply(c, "502 5.5.2 Error: command not recognized");
-        }
-    }
-done:
-    flush(c);
-    if (c->dead && why != END_TLS_FAILED)
-        why = END_ERROR;
-
-    if (c->legacy) {
-        if (!c->dead)
-            flush(c);
-        legacy_close(c->legacy); /* close_notify */
-        c->legacy = NULL;
-    } else if (c->tls && !c->dead && why != END_TLS_FAILED) {
-        mailtls_session_close(c->s); /* close_notify */
-    }
-    shutdown(fd, SHUT_RDWR);
-    close(fd);
-    {
-        const mailtls_report *rep = mailtls_session_report(c->s);
-        const char *ver = c->lver[0] ? c->lver : rep && c->tls ? mailtls_report_tls_version(rep) : NULL;
-        logmsg(peer, "disconnected (%s): %s, %u message(s)%s%s", end_names[why], ver ? ver : "plaintext",
-               c->messages, c->err[0] ? ", " : "", c->err);
-    }
-    if (opt.json_log)
-        json_log(c, why);
-    txn_reset(&c->t);
-    sb_free(&c->out);
-    mailtls_session_free(c->s);
-    free(c);
+    if (!opt.implicit || start_implicit(c, &why) > 0)
+        run_dialogue(c, &why);
+    close_connection(c, why);
 }
 
 /* ---- startup ---- */
@@ -1023,57 +287,64 @@ static void config_fail(const char *what, uint32_t rc)
     exit(EX_CONFIG);
 }
 
-int main(int argc, char **argv)
+/* ---- the command line ---- */
+
+enum {
+    O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
+    O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
+    O_PASS
+};
+static const struct option longopts[] = {
+    {"proto", required_argument, NULL, O_PROTO},
+    {"listen", required_argument, NULL, O_LISTEN},
+    {"cert", required_argument, NULL, O_CERT},
+    {"key", required_argument, NULL, O_KEY},
+    {"no-tls", no_argument, NULL, O_NOTLS},
+    {"require-tls", no_argument, NULL, O_REQTLS},
+    {"maildir", required_argument, NULL, O_MAILDIR},
+    {"json-log", no_argument, NULL, O_JSONLOG},
+    {"once", no_argument, NULL, O_ONCE},
+    {"hostname", required_argument, NULL, O_HOSTNAME},
+    {"write-cert", required_argument, NULL, O_WRITECERT},
+    {"timeout", required_argument, NULL, O_TIMEOUT},
+    {"max-size", required_argument, NULL, O_MAXSIZE},
+    {"legacy-hello", required_argument, NULL, O_LEGACY},
+    {"memory", required_argument, NULL, O_MEMORY},
+    {"implicit", no_argument, NULL, O_IMPLICIT},
+    {"spool", required_argument, NULL, O_SPOOL},
+    {"scripts", required_argument, NULL, O_SCRIPTS},
+    {"user", required_argument, NULL, O_USER},
+    {"pass", required_argument, NULL, O_PASS},
+    {"verbose", no_argument, NULL, 'v'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static uint32_t parse_proto(const char *name)
 {
-    enum {
-        O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
-        O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
-        O_PASS
-    };
-    static const struct option longopts[] = {
-        {"proto", required_argument, NULL, O_PROTO},
-        {"listen", required_argument, NULL, O_LISTEN},
-        {"cert", required_argument, NULL, O_CERT},
-        {"key", required_argument, NULL, O_KEY},
-        {"no-tls", no_argument, NULL, O_NOTLS},
-        {"require-tls", no_argument, NULL, O_REQTLS},
-        {"maildir", required_argument, NULL, O_MAILDIR},
-        {"json-log", no_argument, NULL, O_JSONLOG},
-        {"once", no_argument, NULL, O_ONCE},
-        {"hostname", required_argument, NULL, O_HOSTNAME},
-        {"write-cert", required_argument, NULL, O_WRITECERT},
-        {"timeout", required_argument, NULL, O_TIMEOUT},
-        {"max-size", required_argument, NULL, O_MAXSIZE},
-        {"legacy-hello", required_argument, NULL, O_LEGACY},
-        {"memory", required_argument, NULL, O_MEMORY},
-        {"implicit", no_argument, NULL, O_IMPLICIT},
-        {"spool", required_argument, NULL, O_SPOOL},
-        {"scripts", required_argument, NULL, O_SCRIPTS},
-        {"user", required_argument, NULL, O_USER},
-        {"pass", required_argument, NULL, O_PASS},
-        {"verbose", no_argument, NULL, 'v'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
+    if (strcmp(name, "smtp") == 0)
+        return MAILTLS_PROTO_SMTP;
+    if (strcmp(name, "lmtp") == 0)
+        return MAILTLS_PROTO_LMTP;
+    if (strcmp(name, "imap") == 0)
+        return MAILTLS_PROTO_IMAP;
+    if (strcmp(name, "pop3") == 0)
+        return MAILTLS_PROTO_POP3;
+    if (strcmp(name, "nntp") == 0)
+        return MAILTLS_PROTO_NNTP;
+    if (strcmp(name, "sieve") == 0)
+        return MAILTLS_PROTO_SIEVE;
+    die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", name);
+}
+
+/* Reads the command line into opt: -1 to go on, or main's exit status (0 after
+ * --help). A bad value ends the program through die_usage. */
+static int parse_options(int argc, char **argv)
+{
     int o;
     while ((o = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
         switch (o) {
-        case O_PROTO:
-            if (strcmp(optarg, "smtp") == 0)
-                opt.proto = MAILTLS_PROTO_SMTP;
-            else if (strcmp(optarg, "lmtp") == 0)
-                opt.proto = MAILTLS_PROTO_LMTP;
-            else if (strcmp(optarg, "imap") == 0)
-                opt.proto = MAILTLS_PROTO_IMAP;
-            else if (strcmp(optarg, "pop3") == 0)
-                opt.proto = MAILTLS_PROTO_POP3;
-            else if (strcmp(optarg, "nntp") == 0)
-                opt.proto = MAILTLS_PROTO_NNTP;
-            else if (strcmp(optarg, "sieve") == 0)
-                opt.proto = MAILTLS_PROTO_SIEVE;
-            else
-                die_usage("--proto: smtp, lmtp, imap, pop3, nntp or sieve, not \"%s\"", optarg);
-            break;
+        case O_PROTO: opt.proto = parse_proto(optarg); break;
         case O_IMPLICIT: opt.implicit = true; break;
         case O_SPOOL: opt.spool = optarg; break;
         case O_SCRIPTS: opt.scripts = optarg; break;
@@ -1119,6 +390,17 @@ int main(int argc, char **argv)
         default: usage(stderr); return EX_USAGE;
         }
     }
+    return -1;
+}
+
+static bool mailbox_proto(void)
+{
+    return opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP;
+}
+
+/* The options that exclude or need each other, and the host name. */
+static void check_options(int argc, char **argv)
+{
     if (optind != argc)
         die_usage("unexpected argument \"%s\"", argv[optind]);
     if (!opt.cert != !opt.key)
@@ -1129,7 +411,7 @@ int main(int argc, char **argv)
         die_usage("--write-cert is for the generated certificate (without --cert)");
     if (opt.legacy_handoff && !opt.cert)
         die_usage("--legacy-hello handoff needs --cert and --key (OpenSSL loads them too)");
-    bool mailbox = opt.proto != MAILTLS_PROTO_SMTP && opt.proto != MAILTLS_PROTO_LMTP;
+    bool mailbox = mailbox_proto();
     if (opt.legacy_handoff && mailbox)
         die_usage("--legacy-hello handoff is for --proto smtp and lmtp in this example");
     if (opt.implicit && opt.no_tls)
@@ -1154,62 +436,49 @@ int main(int argc, char **argv)
     } else if (gethostname(hostname, sizeof hostname - 1) < 0 || !printable_token(hostname, 253)) {
         snprintf(hostname, sizeof hostname, "localhost");
     }
+}
 
-    char lhost[256];
-    uint16_t lport;
+/* --legacy-hello handoff: old hellos go to OpenSSL. 0, or EX_CONFIG. */
+static int configure_handoff(void)
+{
+    uint32_t rc;
     char err[512];
-    /* The standard ports plus 1000 (1143 for IMAP, 1993 for IMAPS ...): no root needed. */
-    static const uint16_t ports[6][2] = {{2525, 1465}, {2424, 2424}, {1143, 1993}, {1110, 1995}, {1119, 1563},
-                                         {4190, 4190}};
-    uint16_t default_port = ports[opt.proto][opt.implicit ? 1 : 0];
-    char default_listen[32];
-    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%u", (unsigned)default_port);
-    if (!opt.listen)
-        opt.listen = default_listen;
-    if (split_hostport(opt.listen, lhost, sizeof lhost, default_port, &lport, err, sizeof err) < 0)
-        die_usage("--listen: %s", err);
-    if (opt.maildir && make_maildir(opt.maildir) < 0)
-        return EX_CANTCREAT;
-
-    signal(SIGPIPE, SIG_IGN);
-
-    /* The config, built once and shared by every connection. */
-    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_SERVER, &builder);
-    if (rc != MAILTLS_RESULT_OK)
-        config_fail("mailtls_config_builder_new", rc);
-    if ((rc = mailtls_config_builder_set_log(builder, ex_log_cb, (void *)prog,
-                                             opt.verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO)))
-        config_fail("set_log", rc);
-    if ((rc = mailtls_config_builder_set_timeout_ms(builder, opt.timeout * 1000u)))
-        config_fail("set_timeout_ms", rc);
-    if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
-        config_fail("set_require_tls", rc);
-    if (opt.legacy_handoff) {
-        static const uint32_t old[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSL3, MAILTLS_HELLO_TLS10,
-                                       MAILTLS_HELLO_TLS11};
-        for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
-            if ((rc = mailtls_config_builder_set_hello_action(builder, old[i], MAILTLS_HELLO_ACTION_HANDOFF)))
-                config_fail("set_hello_action", rc);
-        legacy = legacy_ctx_new(opt.cert, opt.key, err, sizeof err);
-        if (!legacy) {
-            fprintf(stderr, "%s: --legacy-hello handoff: %s\n", prog, err);
-            return EX_CONFIG;
-        }
-        fprintf(stderr, "%s: SSLv2-compatible, SSL 3.0, TLS 1.0 and 1.1 hellos go to %s\n", prog,
-                legacy_engine_name());
+    static const uint32_t old[] = {MAILTLS_HELLO_SSLV2_COMPAT, MAILTLS_HELLO_SSL3, MAILTLS_HELLO_TLS10,
+                                   MAILTLS_HELLO_TLS11};
+    for (size_t i = 0; i < sizeof old / sizeof old[0]; i++)
+        if ((rc = mailtls_config_builder_set_hello_action(builder, old[i], MAILTLS_HELLO_ACTION_HANDOFF)))
+            config_fail("set_hello_action", rc);
+    handoff_engine = legacy_ctx_new(opt.cert, opt.key, err, sizeof err);
+    if (!handoff_engine) {
+        fprintf(stderr, "%s: --legacy-hello handoff: %s\n", prog, err);
+        return EX_CONFIG;
     }
-    if (opt.memory) {
-        const mailtls_memory *mem = NULL;
-        if ((rc = mailtls_memory_open_file(opt.memory, &mem)))
-            config_fail("--memory", rc);
-        char problems[1024] = "";
-        if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
-            fprintf(stderr, "%s: --memory %s: %s\n", prog, opt.memory, problems);
-        rc = mailtls_config_builder_set_server_memory(builder, mem, 0);
-        mailtls_memory_free(mem); /* the config holds its own reference */
-        if (rc)
-            config_fail("set_server_memory", rc);
-    }
+    fprintf(stderr, "%s: SSLv2-compatible, SSL 3.0, TLS 1.0 and 1.1 hellos go to %s\n", prog,
+            legacy_engine_name());
+    return 0;
+}
+
+/* --memory: the server-side memory of clients whose hello could not be served. */
+static void configure_memory(void)
+{
+    uint32_t rc;
+    const mailtls_memory *mem = NULL;
+    if ((rc = mailtls_memory_open_file(opt.memory, &mem)))
+        config_fail("--memory", rc);
+    char problems[1024] = "";
+    if (mailtls_memory_problems(mem, problems, sizeof problems, NULL) == MAILTLS_RESULT_OK && *problems)
+        fprintf(stderr, "%s: --memory %s: %s\n", prog, opt.memory, problems);
+    rc = mailtls_config_builder_set_server_memory(builder, mem, 0);
+    mailtls_memory_free(mem); /* the config holds its own reference */
+    if (rc)
+        config_fail("set_server_memory", rc);
+}
+
+/* The certificate: --cert/--key, or a generated one (--write-cert), or none with
+ * --no-tls. 0, or EX_CANTCREAT. */
+static int configure_certificate(void)
+{
+    uint32_t rc;
     if (opt.cert) {
         if ((rc = mailtls_config_builder_set_certificate_files(builder, opt.cert, opt.key)))
             config_fail("--cert/--key", rc);
@@ -1234,14 +503,42 @@ int main(int argc, char **argv)
     } else {
         fprintf(stderr, "%s: --no-tls: STARTTLS is not offered\n", prog);
     }
+    return 0;
+}
+
+/* The config, built once and shared by every connection. 0, or main's exit status. */
+static int build_config(void)
+{
+    uint32_t rc = mailtls_config_builder_new(MAILTLS_ROLE_SERVER, &builder);
+    if (rc != MAILTLS_RESULT_OK)
+        config_fail("mailtls_config_builder_new", rc);
+    if ((rc = mailtls_config_builder_set_log(builder, ex_log_cb, (void *)prog,
+                                             opt.verbose ? MAILTLS_LOG_LEVEL_DEBUG : MAILTLS_LOG_LEVEL_INFO)))
+        config_fail("set_log", rc);
+    if ((rc = mailtls_config_builder_set_timeout_ms(builder, opt.timeout * 1000u)))
+        config_fail("set_timeout_ms", rc);
+    if (opt.require_tls && (rc = mailtls_config_builder_set_require_tls(builder, true)))
+        config_fail("set_require_tls", rc);
+    if (opt.legacy_handoff && configure_handoff() != 0)
+        return EX_CONFIG;
+    if (opt.memory)
+        configure_memory();
+    if (configure_certificate() != 0)
+        return EX_CANTCREAT;
     if ((rc = mailtls_config_builder_build(builder, &cfg)))
         config_fail("build", rc);
     mailtls_config_builder_free(builder);
     builder = NULL;
     if (!opt.no_tls && !mailtls_config_server_tls_ready(cfg))
         fprintf(stderr, "%s: warning: no usable certificate, STARTTLS will not be offered\n", prog);
+    return 0;
+}
 
-    /* Listen. */
+/* ---- listening ---- */
+
+/* A listening socket on --listen: 0 and *out, or main's exit status. */
+static int open_listener(const char *lhost, uint16_t lport, int *out)
+{
     struct addrinfo hints, *res = NULL;
     memset(&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;
@@ -1263,6 +560,13 @@ int main(int argc, char **argv)
         return EX_UNAVAILABLE;
     }
     freeaddrinfo(res);
+    *out = lfd;
+    return 0;
+}
+
+/* The first stdout line with the real address, and what is served on stderr. */
+static void announce(int lfd)
+{
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     getsockname(lfd, (struct sockaddr *)&ss, &sl);
@@ -1272,6 +576,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     static const char *const proto_label[] = {"SMTP", "LMTP", "IMAP", "POP3", "NNTP", "ManageSieve"};
     const char *store_note = "";
+    bool mailbox = mailbox_proto();
     if (!mailbox && !opt.maildir)
         store_note = " (no --maildir: mail is discarded)";
     else if ((opt.proto == MAILTLS_PROTO_IMAP || opt.proto == MAILTLS_PROTO_POP3) && !opt.maildir)
@@ -1283,14 +588,11 @@ int main(int argc, char **argv)
     fprintf(stderr, "%s: %s server %s listening on %s%s%s%s%s\n", prog, proto_label[opt.proto], hostname, laddr,
             opt.implicit ? " (implicit TLS)" : "", opt.require_tls ? " (TLS required)" : "", store_note,
             mailbox && !opt.user ? " (no --user: every login is refused)" : "");
+}
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_sigchld;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_NOCLDSTOP; /* no SA_RESTART: accept() wakes up to reap */
-    sigaction(SIGCHLD, &sa, NULL);
-
+/* One child per connection until --once is done or accept fails: main's exit status. */
+static int accept_loop(int lfd)
+{
     int status = 0;
     for (;;) {
         if (got_chld) {
@@ -1342,6 +644,49 @@ int main(int argc, char **argv)
             break;
         }
     }
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    int status = parse_options(argc, argv);
+    if (status >= 0)
+        return status;
+    check_options(argc, argv);
+
+    char lhost[256];
+    uint16_t lport;
+    char err[512];
+    /* The standard ports plus 1000 (1143 for IMAP, 1993 for IMAPS ...): no root needed. */
+    static const uint16_t ports[6][2] = {{2525, 1465}, {2424, 2424}, {1143, 1993}, {1110, 1995}, {1119, 1563},
+                                         {4190, 4190}};
+    uint16_t default_port = ports[opt.proto][opt.implicit ? 1 : 0];
+    char default_listen[32];
+    snprintf(default_listen, sizeof default_listen, "127.0.0.1:%u", (unsigned)default_port);
+    if (!opt.listen)
+        opt.listen = default_listen;
+    if (split_hostport(opt.listen, lhost, sizeof lhost, default_port, &lport, err, sizeof err) < 0)
+        die_usage("--listen: %s", err);
+    if (opt.maildir && make_maildir(opt.maildir) < 0)
+        return EX_CANTCREAT;
+
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((status = build_config()) != 0)
+        return status;
+    int lfd;
+    if ((status = open_listener(lhost, lport, &lfd)) != 0)
+        return status;
+    announce(lfd);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigchld;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_NOCLDSTOP; /* no SA_RESTART: accept() wakes up to reap */
+    sigaction(SIGCHLD, &sa, NULL);
+
+    status = accept_loop(lfd);
     close(lfd);
     mailtls_config_free(cfg);
     return status;

@@ -1,7 +1,16 @@
 /*
- * What mailtls-server's parts share: the options, one connection's state, the reply
- * queue and the STARTTLS step. mailtls-server.c holds the SMTP/LMTP dialogue and the
- * listener; mailbox-server.c the IMAP, POP3, NNTP and ManageSieve dialogues.
+ * mailtls-server's connection layer (server-conn.c), which every part of the server
+ * uses: the options, one connection's state, the log, the reply queue and the two
+ * ways TLS starts. It depends on common.c and legacy-tls.c only, never on a dialogue.
+ *
+ * The server's files, each using only the ones below it:
+ *   mailtls-server.c  main: options, config, listener; serve() picks the dialogue
+ *   server-smtp.c, server-imap.c, server-pop3.c, server-nntp.c, server-sieve.c
+ *                     one dialogue each (their entries: server-dialogues.h); none
+ *                     uses another; all but SMTP/LMTP are built on server-store.c
+ *   server-store.c    what the mailbox dialogues share (server-store.h)
+ *   server-conn.c     this header
+ *   common.c, legacy-tls.c
  */
 #ifndef MAILTLS_EXAMPLES_SERVER_H
 #define MAILTLS_EXAMPLES_SERVER_H
@@ -32,8 +41,11 @@ struct options {
     size_t max_size;
 };
 
+extern const char *const prog;  /* "mailtls-server", in every log line */
 extern struct options opt;
 extern char hostname[256];
+/* The OpenSSL context hellos are handed off to (--legacy-hello handoff), or NULL. */
+extern struct legacy_ctx *handoff_engine;
 
 struct txn {
     bool active;
@@ -43,6 +55,8 @@ struct txn {
 };
 
 enum end_reason { END_QUIT, END_EOF, END_TIMEOUT, END_ERROR, END_TOO_MANY_ERRORS, END_TLS_FAILED };
+/* Their names in the logs ("quit", "eof" ...), indexed by the enum. */
+extern const char *const end_names[];
 
 struct conn {
     int fd;
@@ -52,7 +66,7 @@ struct conn {
     const char *peer;    /* "ip:port" */
     char ip[64];
     bool tls;
-    bool have_helo, esmtp;
+    bool have_helo, esmtp; /* SMTP/LMTP: the hello and the transaction */
     char helo[256];
     struct txn t;
     struct linereader lr;
@@ -74,7 +88,12 @@ void reply_raw(struct conn *c, const char *line);
 void reply_bytes(struct conn *c, const void *p, size_t n);
 /* Writes the queue out through the session (plaintext or TLS). */
 void flush(struct conn *c);
+/* Writes all of it to a file descriptor (not through the session): 0, or -1 with errno. */
 int write_all(int fd, const void *p, size_t n);
+
+/* A connection on an accepted socket, its reader on the plaintext socket; c->s is
+ * still to be set. NULL when memory runs out. */
+struct conn *conn_new(int fd, const char *peer);
 
 /*
  * The STARTTLS step of every protocol, after the verb was accepted: the library sends
@@ -84,8 +103,8 @@ int write_all(int fd, const void *p, size_t n);
  * (*why set).
  */
 int start_tls(struct conn *c, enum end_reason *why);
-
-/* The IMAP, POP3, NNTP or ManageSieve dialogue on a connection whose greeting is due. */
-void serve_mailbox(struct conn *c, enum end_reason *why);
+/* Implicit TLS (--implicit): the handshake before the greeting, with the handoff of
+ * an old hello. 1 when TLS is on, -1 when the connection must end (*why set). */
+int start_implicit(struct conn *c, enum end_reason *why);
 
 #endif /* MAILTLS_EXAMPLES_SERVER_H */
