@@ -50,7 +50,7 @@ static void usage(FILE *f)
             "                      [--spool DIR] [--scripts DIR] [--user NAME --pass SECRET]\n"
             "                      [--json-log] [--once] [--hostname NAME] [--write-cert FILE]\n"
             "                      [--timeout SECS] [--max-size BYTES] [--legacy-hello refuse|handoff]\n"
-            "                      [--memory FILE] [-v]\n"
+            "                      [--memory FILE] [--ticket-keys FILE] [-v]\n"
             "\n"
             "  --proto       smtp (default) and lmtp deliver into --maildir; imap and pop3 serve it;\n"
             "                nntp serves --spool, sieve (ManageSieve) --scripts\n"
@@ -82,7 +82,11 @@ static void usage(FILE *f)
             "                smtp and lmtp only)\n"
             "  --memory FILE clients whose hello could not be served are not offered STARTTLS\n"
             "                for a day, so their plaintext retry gets through (not with\n"
-            "                --require-tls); kept in FILE\n",
+            "                --require-tls); kept in FILE\n"
+            "  --ticket-keys FILE  share TLS session tickets with other servers: FILE holds hex\n"
+            "                keys, one a line, the current first, then the previous (mode 0600;\n"
+            "                make one with: openssl rand -hex 32). Without it, only this\n"
+            "                server's own children resume each other's sessions\n",
             prog);
 }
 
@@ -292,7 +296,7 @@ static void config_fail(const char *what, uint32_t rc)
 enum {
     O_PROTO = 256, O_LISTEN, O_CERT, O_KEY, O_NOTLS, O_REQTLS, O_MAILDIR, O_JSONLOG, O_ONCE,
     O_HOSTNAME, O_WRITECERT, O_TIMEOUT, O_MAXSIZE, O_LEGACY, O_MEMORY, O_IMPLICIT, O_SPOOL, O_SCRIPTS, O_USER,
-    O_PASS
+    O_PASS, O_TICKET_KEYS
 };
 static const struct option longopts[] = {
     {"proto", required_argument, NULL, O_PROTO},
@@ -310,6 +314,7 @@ static const struct option longopts[] = {
     {"max-size", required_argument, NULL, O_MAXSIZE},
     {"legacy-hello", required_argument, NULL, O_LEGACY},
     {"memory", required_argument, NULL, O_MEMORY},
+    {"ticket-keys", required_argument, NULL, O_TICKET_KEYS},
     {"implicit", no_argument, NULL, O_IMPLICIT},
     {"spool", required_argument, NULL, O_SPOOL},
     {"scripts", required_argument, NULL, O_SCRIPTS},
@@ -369,6 +374,7 @@ static int parse_options(int argc, char **argv)
                 die_usage("--legacy-hello: refuse or handoff, not \"%s\"", optarg);
             break;
         case O_MEMORY: opt.memory = optarg; break;
+        case O_TICKET_KEYS: opt.ticket_keys = optarg; break;
         case O_TIMEOUT:
         case O_MAXSIZE: {
             char *end;
@@ -523,6 +529,8 @@ static int build_config(void)
         return EX_CONFIG;
     if (opt.memory)
         configure_memory();
+    if (opt.ticket_keys && (rc = mailtls_config_builder_set_ticket_key_file(builder, opt.ticket_keys)))
+        config_fail("--ticket-keys", rc);
     if (configure_certificate() != 0)
         return EX_CANTCREAT;
     if ((rc = mailtls_config_builder_build(builder, &cfg)))

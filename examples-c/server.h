@@ -36,6 +36,7 @@ struct options {
     const char *write_cert;
     const char *hostname;
     const char *memory;   /* server-side memory file */
+    const char *ticket_keys; /* session ticket key file, shared with other servers */
     bool legacy_handoff;  /* old hellos to OpenSSL instead of refusing them */
     unsigned timeout;     /* idle timeout, seconds */
     size_t max_size;

@@ -95,6 +95,45 @@ done
 n=$(( $(wc -l <"$TMP/starttls.json") + $(wc -l <"$TMP/implicit.json") - 2 ))
 [ "$n" -eq 16 ] || fail "expected 16 connections in the servers' logs, found $n"
 
+# Servers started apart (issue 15, point 3): a session begun on server A resumes on
+# server B when both read the same --ticket-keys file; after a rotation, a server with
+# (new, old) still opens A's tickets; a server without the old key, or without keys,
+# gives a full handshake. openssl s_client, TLS 1.3 and 1.2, STARTTLS.
+openssl rand -hex 32 >"$TMP/old.keys"
+{ openssl rand -hex 32; cat "$TMP/old.keys"; } >"$TMP/rotated.keys"
+head -1 "$TMP/rotated.keys" >"$TMP/new.keys"
+chmod 600 "$TMP"/*.keys
+start keys-a --ticket-keys "$TMP/old.keys"; A_PORT=$PORT
+start keys-b --ticket-keys "$TMP/old.keys"; B_PORT=$PORT
+start keys-rotated --ticket-keys "$TMP/rotated.keys"; ROT_PORT=$PORT
+start keys-new --ticket-keys "$TMP/new.keys"; NEW_PORT=$PORT
+start keys-none; NONE_PORT=$PORT
+session() { # session PORT VERSION IN|OUT FILE OUTPUT
+  local io=-sess_out; [ "$3" = in ] && io=-sess_in
+  printf 'EHLO openssl.test\r\nQUIT\r\n' | timeout 20 openssl s_client "-tls1_${2#1.}" -starttls smtp \
+    -connect "127.0.0.1:$1" -CAfile "$TMP/cert.pem" -verify_return_error -servername localhost -ign_eof \
+    "$io" "$4" >"$5" 2>&1 || true
+  grep -m1 -oE '^(New|Reused), TLSv1\.[0-9]' "$5" || echo none
+}
+for ver in 1.3 1.2; do
+  sess=$TMP/apart-$ver.sess
+  first=$(session "$A_PORT" $ver out "$sess" "$TMP/apart-$ver.a")
+  [ "$first" = "New, TLSv$ver" ] || fail "ticket keys $ver: server A: $first"
+  for target in B:$B_PORT:Reused rotated:$ROT_PORT:Reused new:$NEW_PORT:New none:$NONE_PORT:New; do
+    IFS=: read -r name port want <<<"$target"
+    got=$(session "$port" $ver in "$sess" "$TMP/apart-$ver.$name")
+    row openssl "A -> $name" "TLS $ver" "$got"
+    [ "$got" = "$want, TLSv$ver" ] || fail "ticket keys $ver: A's session on server $name: $got, wanted $want"
+    grep -q '^221 ' "$TMP/apart-$ver.$name" || fail "ticket keys $ver: server $name carried no dialogue"
+  done
+done
+# A key file open to others is refused at start, naming its mode.
+chmod 644 "$TMP/old.keys"
+if "$SERVER" --listen 127.0.0.1:0 --ticket-keys "$TMP/old.keys" --once >/dev/null 2>"$TMP/mode.err"; then
+  fail "a ticket key file of mode 0644 was accepted"
+fi
+grep -q "mode 0644" "$TMP/mode.err" || fail "the refusal does not name the mode: $(cat "$TMP/mode.err")"
+
 printf '\n  %-12s %-8s %-9s %s\n' client mode version result
 for r in "${ROWS[@]}"; do printf '  %s\n' "$r"; done
 [ $FAILED -eq 0 ] || exit 1
