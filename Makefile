@@ -7,7 +7,8 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: shlib
 
 all: lib examples
 
@@ -76,8 +77,56 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi fuzz-smoke
 	@echo "make test: all suites passed"
+
+# ---- The shared library, as installed ---------------------------------------------
+# Not cargo's cdylib: it is linked here from libmailtls.a with our soname and the
+# version script abi/mailtls.map, because rustc gives every cdylib a version script
+# of its own (an anonymous node listing the exports), which wins over a second one
+# in lld (the default linker since Rust 1.90) and cannot be combined with a named
+# node in GNU ld. Linking the static library whole, with --gc-sections, gives the
+# same code with our soname and version nodes, with either linker. cargo-c would
+# meet the same script and costs a `cargo install` (minutes) on every fresh CI machine.
+# PROFILE=release (what `make install` ships) or debug (the build the tests have).
+PROFILE   = release
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+SOMAJOR  := $(firstword $(subst ., ,$(VERSION)))
+SONAME   := libmailtls.so.$(SOMAJOR)
+# What libmailtls.a needs from the system, from `cargo rustc --release --lib
+# --crate-type staticlib -- --print native-static-libs` (aws-lc and LMDB are inside
+# the archive): the shared link uses it, and mailtls.pc gives it as Libs.private.
+NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+ifeq ($(filter $(PROFILE),release debug),)
+$(error PROFILE must be release or debug, not '$(PROFILE)')
+endif
+CARGO_OUT := $(CURDIR)/target/$(PROFILE)
+STAGE     := $(BUILD)/$(PROFILE)
+SHLIB     := $(STAGE)/lib/libmailtls.so.$(VERSION)
+
+# Rebuilt when a Rust source changed, and only then: `make install` after a build
+# (`make stage`) copies files and never runs cargo, as root for instance.
+RUST_SRCS := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs cbindgen.toml
+$(CARGO_OUT)/libmailtls.a: $(RUST_SRCS)
+	$(CARGO) build --quiet --lib $(if $(filter release,$(PROFILE)),--release)
+
+$(SHLIB): $(CARGO_OUT)/libmailtls.a abi/mailtls.map
+	@mkdir -p $(@D)
+	$(CC) -shared -o $@ -Wl,-soname,$(SONAME) -Wl,--version-script=abi/mailtls.map \
+	  -Wl,--whole-archive $< -Wl,--no-whole-archive -Wl,--gc-sections -Wl,--no-undefined \
+	  -Wl,-z,relro,-z,now -Wl,-z,noexecstack -Wl,--as-needed $(LDFLAGS) $(NATIVE_LIBS)
+	ln -sf libmailtls.so.$(VERSION) $(@D)/$(SONAME)
+	ln -sf $(SONAME) $(@D)/libmailtls.so
+
+shlib: $(SHLIB)
+
+# The shared library exports the C API and nothing else, each function under the
+# version abi/mailtls.symbols records (scripts/check-abi.sh); the self-test proves
+# the check catches a removed symbol, a changed version and an unrecorded one.
+check-abi: $(SHLIB)
+	bash scripts/check-abi.sh $(SHLIB)
+	bash scripts/check-abi.sh --self-test $(SHLIB)
 
 clean:
 	$(CARGO) clean
