@@ -8,7 +8,7 @@ BUILD    := $(CURDIR)/build
 export CC LIBDIR INCDIR BUILD
 
 .PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
-.PHONY: shlib
+.PHONY: shlib man
 
 all: lib examples
 
@@ -127,6 +127,27 @@ shlib: $(SHLIB)
 check-abi: $(SHLIB)
 	bash scripts/check-abi.sh $(SHLIB)
 	bash scripts/check-abi.sh --self-test $(SHLIB)
+
+# ---- Man pages ------------------------------------------------------------------
+# man3 from the header's doc comments (one page per function and the overview
+# mailtls(3)), man1 from each example tool's --help, built for this profile.
+TOOLS    := mailtls-client mailtls-server
+# The pages' date: the header's last change (reproducible), else today.
+MANDATE  := $(or $(shell git log -1 --format=%cs -- include/mailtls.h 2>/dev/null),$(shell date -u +%Y-%m-%d))
+
+$(STAGE)/bin/%: $(CARGO_OUT)/libmailtls.a $(wildcard examples-c/*.c examples-c/*.h) examples-c/Makefile
+	$(MAKE) -C examples-c LIBDIR=$(CARGO_OUT) BUILD=$(STAGE)
+
+$(STAGE)/man/man3/mailtls.3: include/mailtls.h scripts/man3.py
+	rm -rf $(@D)
+	python3 scripts/man3.py $< $(@D) $(VERSION) $(MANDATE)
+
+$(STAGE)/man/man1/%.1: $(STAGE)/bin/% scripts/man1.py
+	python3 scripts/man1.py $< $(@D) $(VERSION) $(MANDATE)
+
+man: $(STAGE)/man/man3/mailtls.3 $(TOOLS:%=$(STAGE)/man/man1/%.1)
+# Made through the man1 pattern rule: kept, not deleted as intermediates.
+.SECONDARY: $(TOOLS:%=$(STAGE)/bin/%)
 
 clean:
 	$(CARGO) clean
