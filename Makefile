@@ -2,13 +2,15 @@
 # the README gives; both install what they need first (scripts/install-deps.sh).
 
 CARGO    ?= cargo
-LIBDIR   := $(CURDIR)/target/debug
+# Where cargo leaves the debug library the tests and examples link: handed to the
+# sub-makes as their LIBDIR (LIBDIR here is where `make install` puts libraries).
+DEVLIBDIR := $(CURDIR)/target/debug
 INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
-export CC LIBDIR INCDIR BUILD
+export CC INCDIR BUILD
 
 .PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
-.PHONY: shlib man
+.PHONY: shlib man stage install install-lib install-tools uninstall FORCE
 
 all: lib examples
 
@@ -30,10 +32,10 @@ rust-test:
 	$(CARGO) test --quiet
 
 examples: lib
-	$(MAKE) -C examples-c
+	$(MAKE) -C examples-c LIBDIR=$(DEVLIBDIR)
 
 ffi-test: lib examples
-	$(MAKE) -C ffi-tests run
+	$(MAKE) -C ffi-tests run LIBDIR=$(DEVLIBDIR)
 
 # The example programs driven from scripts against real fixture servers.
 examples-test: lib examples
@@ -148,6 +150,64 @@ $(STAGE)/man/man1/%.1: $(STAGE)/bin/% scripts/man1.py
 man: $(STAGE)/man/man3/mailtls.3 $(TOOLS:%=$(STAGE)/man/man1/%.1)
 # Made through the man1 pattern rule: kept, not deleted as intermediates.
 .SECONDARY: $(TOOLS:%=$(STAGE)/bin/%)
+
+# ---- Installing -----------------------------------------------------------------
+# `make install PREFIX=/usr DESTDIR=/tmp/pkg LIBDIR=/usr/lib/x86_64-linux-gnu`, as a
+# distribution packages it: the shared library with its soname links, the static
+# library, the header, mailtls.pc, the man pages, and the two example tools
+# (install-lib and install-tools install each half). `make stage` builds all of it.
+PREFIX       ?= /usr/local
+EXEC_PREFIX   = $(PREFIX)
+LIBDIR        = $(EXEC_PREFIX)/lib
+INCLUDEDIR    = $(PREFIX)/include
+BINDIR        = $(EXEC_PREFIX)/bin
+DATAROOTDIR   = $(PREFIX)/share
+MANDIR        = $(DATAROOTDIR)/man
+PKGCONFIGDIR  = $(LIBDIR)/pkgconfig
+INSTALL      ?= install
+DESCRIPTION  := $(shell sed -n 's/^description = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+# Directories under the prefix are written relative to it (${prefix}/lib).
+$(STAGE)/mailtls.pc: mailtls.pc.in FORCE
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' \
+	    -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@DESCRIPTION@|$(DESCRIPTION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(NATIVE_LIBS)|' $< >$@
+
+# Everything install copies, built as yourself before a `sudo make install`.
+stage: $(SHLIB) $(STAGE)/mailtls.pc man
+
+install: install-lib install-tools
+
+install-lib: $(SHLIB) $(STAGE)/mailtls.pc $(STAGE)/man/man3/mailtls.3
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmailtls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmailtls.so
+	$(INSTALL) -m 644 $(CARGO_OUT)/libmailtls.a $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 644 $(STAGE)/mailtls.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(INSTALL) -m 644 include/mailtls.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(STAGE)/man/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
+
+# The tools go with the library: mailtls-client is how an administrator lists and
+# clears the intolerance memory file an MTA keeps (--list-memory, --forget), and a
+# reference peer for STARTTLS trouble; a distribution would ship them apart, as
+# mailtls-tools (they link libssl and libhiredis, the library does not).
+install-tools: $(TOOLS:%=$(STAGE)/bin/%) $(TOOLS:%=$(STAGE)/man/man1/%.1)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 755 $(TOOLS:%=$(STAGE)/bin/%) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 644 $(TOOLS:%=$(STAGE)/man/man1/%.1) $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libmailtls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libmailtls.so $(DESTDIR)$(LIBDIR)/libmailtls.a \
+	  $(DESTDIR)$(PKGCONFIGDIR)/mailtls.pc $(DESTDIR)$(INCLUDEDIR)/mailtls.h \
+	  $(DESTDIR)$(MANDIR)/man3/mailtls.3 $(DESTDIR)$(MANDIR)/man3/mailtls_*.3 \
+	  $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1)
+
+FORCE:
 
 clean:
 	$(CARGO) clean
