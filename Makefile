@@ -10,7 +10,7 @@ BUILD    := $(CURDIR)/build
 export CC INCDIR BUILD
 
 .PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
-.PHONY: shlib man stage install install-lib install-tools uninstall FORCE
+.PHONY: shlib man stage install install-lib install-tools uninstall install-test FORCE
 
 all: lib examples
 
@@ -79,7 +79,7 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- The shared library, as installed ---------------------------------------------
@@ -206,6 +206,11 @@ uninstall:
 	  $(DESTDIR)$(PKGCONFIGDIR)/mailtls.pc $(DESTDIR)$(INCLUDEDIR)/mailtls.h \
 	  $(DESTDIR)$(MANDIR)/man3/mailtls.3 $(DESTDIR)$(MANDIR)/man3/mailtls_*.3 \
 	  $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1)
+
+# Installs into a temporary prefix and builds C programs outside the tree against
+# it: pkg-config, shared and static, dlopen by soname, the man pages, uninstall.
+install-test:
+	PROFILE=$(PROFILE) bash tests/install/run.sh
 
 FORCE:
 
