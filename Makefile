@@ -2,12 +2,15 @@
 # the README gives; both install what they need first (scripts/install-deps.sh).
 
 CARGO    ?= cargo
-LIBDIR   := $(CURDIR)/target/debug
+# Where cargo leaves the debug library the tests and examples link: handed to the
+# sub-makes as their LIBDIR (LIBDIR here is where `make install` puts libraries).
+DEVLIBDIR := $(CURDIR)/target/debug
 INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
-export CC LIBDIR INCDIR BUILD
+export CC INCDIR BUILD
 
-.PHONY: all deps lib check-header rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: shlib man stage install install-lib install-tools uninstall install-test FORCE
 
 all: lib examples
 
@@ -29,10 +32,10 @@ rust-test:
 	$(CARGO) test --quiet
 
 examples: lib
-	$(MAKE) -C examples-c
+	$(MAKE) -C examples-c LIBDIR=$(DEVLIBDIR)
 
 ffi-test: lib examples
-	$(MAKE) -C ffi-tests run
+	$(MAKE) -C ffi-tests run LIBDIR=$(DEVLIBDIR)
 
 # The example programs driven from scripts against real fixture servers.
 examples-test: lib examples
@@ -76,8 +79,140 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test fuzz-smoke
 	@echo "make test: all suites passed"
+
+# ---- The shared library, as installed ---------------------------------------------
+# Not cargo's cdylib: it is linked here from libmailtls.a with our soname and the
+# version script abi/mailtls.map, because rustc gives every cdylib a version script
+# of its own (an anonymous node listing the exports), which wins over a second one
+# in lld (the default linker since Rust 1.90) and cannot be combined with a named
+# node in GNU ld. Linking the static library whole, with --gc-sections, gives the
+# same code with our soname and version nodes, with either linker. cargo-c would
+# meet the same script and costs a `cargo install` (minutes) on every fresh CI machine.
+# PROFILE=release (what `make install` ships) or debug (the build the tests have).
+PROFILE   = release
+VERSION  := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+SOMAJOR  := $(firstword $(subst ., ,$(VERSION)))
+SONAME   := libmailtls.so.$(SOMAJOR)
+# What libmailtls.a needs from the system, from `cargo rustc --release --lib
+# --crate-type staticlib -- --print native-static-libs` (aws-lc and LMDB are inside
+# the archive): the shared link uses it, and mailtls.pc gives it as Libs.private.
+NATIVE_LIBS := -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+
+ifeq ($(filter $(PROFILE),release debug),)
+$(error PROFILE must be release or debug, not '$(PROFILE)')
+endif
+CARGO_OUT := $(CURDIR)/target/$(PROFILE)
+STAGE     := $(BUILD)/$(PROFILE)
+SHLIB     := $(STAGE)/lib/libmailtls.so.$(VERSION)
+
+# Rebuilt when a Rust source changed, and only then: `make install` after a build
+# (`make stage`) copies files and never runs cargo, as root for instance.
+RUST_SRCS := $(shell find src -name '*.rs') Cargo.toml Cargo.lock build.rs cbindgen.toml
+$(CARGO_OUT)/libmailtls.a: $(RUST_SRCS)
+	$(CARGO) build --quiet --lib $(if $(filter release,$(PROFILE)),--release)
+
+$(SHLIB): $(CARGO_OUT)/libmailtls.a abi/mailtls.map
+	@mkdir -p $(@D)
+	$(CC) -shared -o $@ -Wl,-soname,$(SONAME) -Wl,--version-script=abi/mailtls.map \
+	  -Wl,--whole-archive $< -Wl,--no-whole-archive -Wl,--gc-sections -Wl,--no-undefined \
+	  -Wl,-z,relro,-z,now -Wl,-z,noexecstack -Wl,--as-needed $(LDFLAGS) $(NATIVE_LIBS)
+	ln -sf libmailtls.so.$(VERSION) $(@D)/$(SONAME)
+	ln -sf $(SONAME) $(@D)/libmailtls.so
+
+shlib: $(SHLIB)
+
+# The shared library exports the C API and nothing else, each function under the
+# version abi/mailtls.symbols records (scripts/check-abi.sh); the self-test proves
+# the check catches a removed symbol, a changed version and an unrecorded one.
+check-abi: $(SHLIB)
+	bash scripts/check-abi.sh $(SHLIB)
+	bash scripts/check-abi.sh --self-test $(SHLIB)
+
+# ---- Man pages ------------------------------------------------------------------
+# man3 from the header's doc comments (one page per function and the overview
+# mailtls(3)), man1 from each example tool's --help, built for this profile.
+TOOLS    := mailtls-client mailtls-server
+# The pages' date: the header's last change (reproducible), else today.
+MANDATE  := $(or $(shell git log -1 --format=%cs -- include/mailtls.h 2>/dev/null),$(shell date -u +%Y-%m-%d))
+
+$(STAGE)/bin/%: $(CARGO_OUT)/libmailtls.a $(wildcard examples-c/*.c examples-c/*.h) examples-c/Makefile
+	$(MAKE) -C examples-c LIBDIR=$(CARGO_OUT) BUILD=$(STAGE)
+
+$(STAGE)/man/man3/mailtls.3: include/mailtls.h scripts/man3.py
+	rm -rf $(@D)
+	python3 scripts/man3.py $< $(@D) $(VERSION) $(MANDATE)
+
+$(STAGE)/man/man1/%.1: $(STAGE)/bin/% scripts/man1.py
+	python3 scripts/man1.py $< $(@D) $(VERSION) $(MANDATE)
+
+man: $(STAGE)/man/man3/mailtls.3 $(TOOLS:%=$(STAGE)/man/man1/%.1)
+# Made through the man1 pattern rule: kept, not deleted as intermediates.
+.SECONDARY: $(TOOLS:%=$(STAGE)/bin/%)
+
+# ---- Installing -----------------------------------------------------------------
+# `make install PREFIX=/usr DESTDIR=/tmp/pkg LIBDIR=/usr/lib/x86_64-linux-gnu`, as a
+# distribution packages it: the shared library with its soname links, the static
+# library, the header, mailtls.pc, the man pages, and the two example tools
+# (install-lib and install-tools install each half). `make stage` builds all of it.
+PREFIX       ?= /usr/local
+EXEC_PREFIX   = $(PREFIX)
+LIBDIR        = $(EXEC_PREFIX)/lib
+INCLUDEDIR    = $(PREFIX)/include
+BINDIR        = $(EXEC_PREFIX)/bin
+DATAROOTDIR   = $(PREFIX)/share
+MANDIR        = $(DATAROOTDIR)/man
+PKGCONFIGDIR  = $(LIBDIR)/pkgconfig
+INSTALL      ?= install
+DESCRIPTION  := $(shell sed -n 's/^description = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+# Directories under the prefix are written relative to it (${prefix}/lib).
+$(STAGE)/mailtls.pc: mailtls.pc.in FORCE
+	@mkdir -p $(@D)
+	sed -e 's|@PREFIX@|$(PREFIX)|' \
+	    -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@DESCRIPTION@|$(DESCRIPTION)|' \
+	    -e 's|@LIBS_PRIVATE@|$(NATIVE_LIBS)|' $< >$@
+
+# Everything install copies, built as yourself before a `sudo make install`.
+stage: $(SHLIB) $(STAGE)/mailtls.pc man
+
+install: install-lib install-tools
+
+install-lib: $(SHLIB) $(STAGE)/mailtls.pc $(STAGE)/man/man3/mailtls.3
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(MANDIR)/man3
+	$(INSTALL) -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libmailtls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME)
+	ln -sf $(SONAME) $(DESTDIR)$(LIBDIR)/libmailtls.so
+	$(INSTALL) -m 644 $(CARGO_OUT)/libmailtls.a $(DESTDIR)$(LIBDIR)/
+	$(INSTALL) -m 644 $(STAGE)/mailtls.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(INSTALL) -m 644 include/mailtls.h $(DESTDIR)$(INCLUDEDIR)/
+	$(INSTALL) -m 644 $(STAGE)/man/man3/*.3 $(DESTDIR)$(MANDIR)/man3/
+
+# The tools go with the library: mailtls-client is how an administrator lists and
+# clears the intolerance memory file an MTA keeps (--list-memory, --forget), and a
+# reference peer for STARTTLS trouble; a distribution would ship them apart, as
+# mailtls-tools (they link libssl and libhiredis, the library does not).
+install-tools: $(TOOLS:%=$(STAGE)/bin/%) $(TOOLS:%=$(STAGE)/man/man1/%.1)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1
+	$(INSTALL) -m 755 $(TOOLS:%=$(STAGE)/bin/%) $(DESTDIR)$(BINDIR)/
+	$(INSTALL) -m 644 $(TOOLS:%=$(STAGE)/man/man1/%.1) $(DESTDIR)$(MANDIR)/man1/
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libmailtls.so.$(VERSION) $(DESTDIR)$(LIBDIR)/$(SONAME) \
+	  $(DESTDIR)$(LIBDIR)/libmailtls.so $(DESTDIR)$(LIBDIR)/libmailtls.a \
+	  $(DESTDIR)$(PKGCONFIGDIR)/mailtls.pc $(DESTDIR)$(INCLUDEDIR)/mailtls.h \
+	  $(DESTDIR)$(MANDIR)/man3/mailtls.3 $(DESTDIR)$(MANDIR)/man3/mailtls_*.3 \
+	  $(TOOLS:%=$(DESTDIR)$(BINDIR)/%) $(TOOLS:%=$(DESTDIR)$(MANDIR)/man1/%.1)
+
+# Installs into a temporary prefix and builds C programs outside the tree against
+# it: pkg-config, shared and static, dlopen by soname, the man pages, uninstall.
+install-test:
+	PROFILE=$(PROFILE) bash tests/install/run.sh
+
+FORCE:
 
 clean:
 	$(CARGO) clean

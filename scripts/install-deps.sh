@@ -25,6 +25,11 @@ have openssl || need+=(openssl)
 [ -e /usr/include/hiredis/hiredis.h ] || need+=(libhiredis-dev)
 have redis-server || need+=(redis-server)
 have redis-cli || need+=(redis-tools)
+# make install-test: programs built with pkg-config against an installed prefix, the
+# man pages rendered with groff and man (readelf and nm come with gcc's binutils).
+have pkg-config || need+=(pkgconf)
+have groff || need+=(groff-base)
+have man || need+=(man-db)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
