@@ -133,9 +133,21 @@ TEST(memory_db_eight_processes_writing_at_once_lose_no_record) {
                 _exit(2);
             char host[32];
             snprintf(host, sizeof host, "w%d.test", k);
-            for (unsigned i = 0; i < PER_WRITER; i++)
+            for (unsigned i = 0; i < PER_WRITER; i++) {
                 if (put_record(m, dir, host, 1000 + i) != 0 || put_record(m, dir, "shared.test", 1000 + i) != 0)
                     _exit(3);
+                /* Opened again now and then, as a new delivery process opens it while
+                 * the others write: opening must never take a growing file for a
+                 * truncated one. */
+                if (i % 25 == 24) {
+                    mailtls_memory_free(m);
+                    if (mailtls_memory_open_file(path, &m) != MAILTLS_RESULT_OK)
+                        _exit(2);
+                    char problems[512] = "";
+                    if (mailtls_memory_problems(m, problems, sizeof problems, NULL) != MAILTLS_RESULT_OK || *problems)
+                        _exit(4);
+                }
+            }
             mailtls_memory_free(m);
             _exit(0);
         }

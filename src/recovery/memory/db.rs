@@ -311,8 +311,11 @@ fn open_existing(path: &Path) -> std::result::Result<Db, String> {
         Err(e) if e.version_mismatch() => return Err("an LMDB database of another LMDB version".into()),
         Err(e) => return Err(e.to_string()),
     };
-    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    // What the last commit needs first, the file's length after: other processes may
+    // commit in between, and a file only grows (LMDB writes a commit's pages before its
+    // meta page), so read the other way round a live database could look truncated.
     let needed = db.needed_len().map_err(|e| e.to_string())?;
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     if len < needed {
         return Err(format!("truncated ({len} bytes of {needed})"));
     }
