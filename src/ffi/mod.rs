@@ -20,6 +20,8 @@ pub mod lmdb;
 pub mod memory;
 pub mod report;
 pub mod session;
+// Last, so that the header keeps the order it had before this file.
+pub mod starttls;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -129,6 +131,7 @@ mod tests {
             ("memory.rs", include_str!("memory.rs")),
             ("report.rs", include_str!("report.rs")),
             ("session.rs", include_str!("session.rs")),
+            ("starttls.rs", include_str!("starttls.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {
