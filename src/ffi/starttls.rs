@@ -38,10 +38,11 @@ use super::{byte_slice, ffi_guard, mailtls_result, non_null};
 /// is recorded in the memory (the rung that worked; the peer is pinned). The
 /// application then speaks its protocol through `mailtls_session_write/_read`, and
 /// MUST first forget what it learnt before TLS and ask for the capabilities again
-/// (EHLO, CAPABILITY, CAPA, ...: RFC 3207 section 4.2, RFC 2595, RFC 4642); the
-/// report has no capabilities and no plaintext time, the dialogue being the
-/// application's. A client Finished the transport would not take at once goes out
-/// with the first write or read.
+/// (EHLO, CAPABILITY, CAPA, ...: RFC 3207 section 4.2, RFC 2595, RFC 4642). The
+/// dialogue being the application's, the report has no capabilities, no plaintext
+/// time, and `mailtls_report_starttls_offered` is false (the library did not see
+/// it). A client Finished the transport would not take at once goes out with the
+/// first write or read.
 ///
 /// `MAILTLS_RESULT_RETRY_NEEDED`: the first flight failed in a way a more
 /// conservative hello may avoid (a reset, EOF or timeout, an alert such as
@@ -55,15 +56,16 @@ use super::{byte_slice, ffi_guard, mailtls_result, non_null};
 /// mailtls_report_retry_rung(rep), !mailtls_report_retry_without_sni(rep))` first. A
 /// connector (`mailtls_session_set_connector`) is never used here.
 ///
-/// Any other code ends the session, and there is no retry to make: certificate
+/// Any other code ends the session with no rung left to retry at: certificate
 /// failures (`MAILTLS_RESULT_CERTIFICATE_*`), `MAILTLS_RESULT_DOWNGRADE_SUSPECTED` (the
 /// peer accepted this rung recently, so the failure is no proof of intolerance and
 /// possibly an attack: nothing is recorded, keep the mail queued), and
 /// `MAILTLS_RESULT_DOWNGRADE_DETECTED` (the RFC 8446 sentinel in a TLS 1.2 answer to
 /// the `tls12` hello), `MAILTLS_RESULT_LADDER_EXHAUSTED` (every rung failed: the peer
 /// is recorded as incompatible), `MAILTLS_RESULT_REPLY_INJECTION` (plaintext from the
-/// server where its handshake belongs), timeouts and I/O errors. The report's outcome says defer or fail and
-/// `mailtls_session_last_error` has the detail. The library never goes on in
+/// server where its handshake belongs), timeouts and I/O errors. The report's
+/// outcome is defer (keep the mail queued) and `mailtls_session_last_error` has the
+/// detail. The library never goes on in
 /// plaintext here, whatever the policy: whether to, on a new connection, is the
 /// application's decision. A second call after the end, a call on a server session,
 /// on a session that negotiates by itself or is set to implicit TLS gives
