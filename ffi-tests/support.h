@@ -189,6 +189,29 @@ struct fixture_opts {
 };
 void fixture_server(int fd, void *arg, struct shared *sh);
 
+/* ---- the recovery zoo (zoo.c): mailtls-zoo, one server process per case ---- */
+struct zoo {
+    pid_t pid;
+    int out; /* its stdout: one JSON line per connection */
+    uint16_t port;
+    int lines; /* connection lines read so far */
+    char buf[8192];
+    size_t nbuf;
+};
+/* Starts `mailtls-zoo MODE` ("normal", "reset-above:1000", ...), stopped after the test. */
+struct zoo *zoo_start(const char *mode);
+/* Whether the zoo logs exactly `n` connections: waits up to 10 s for the n-th line
+ * (a connection is logged when it ends), then a little longer for any line too many. */
+int zoo_connections_are(struct zoo *z, int n);
+/* A blocking loopback TCP connection to `port`, with send/receive timeouts; -1 on failure. */
+int dial(uint16_t port, int timeout_s);
+/* An in-process memory, freed after the test. */
+const mailtls_memory *memory_new(void);
+/* A memory database file of the test's own (path filled in), freed and removed after it. */
+const mailtls_memory *memory_file(char path[64]);
+/* Removes a memory database and its companions (locks, .v1, .corrupt-*) after the test. */
+void defer_unlink_memory(const char *path);
+
 /* A message of many lines (over one TLS record), NUL-terminated, static. */
 const char *big_message(void);
 

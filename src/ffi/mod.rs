@@ -21,6 +21,8 @@ pub mod memory;
 pub mod report;
 pub mod session;
 pub mod tickets;
+// Last, so that the header keeps the order it had before this file.
+pub mod starttls;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -132,6 +134,7 @@ mod tests {
             ("session.rs", include_str!("session.rs")),
             ("tickets.rs", include_str!("tickets.rs")),
             ("lmdb.rs", include_str!("lmdb.rs")),
+            ("starttls.rs", include_str!("starttls.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {

@@ -16,7 +16,7 @@ use crate::session::Session;
 
 /// One connection: its negotiation, its report, then its data (opaque, single owner).
 pub struct mailtls_session {
-    inner: Session,
+    pub(super) inner: Session,
     last_error: CString,
     report: Option<Box<mailtls_report>>,
     io: IoMode,
@@ -32,7 +32,7 @@ impl mailtls_session {
         }
     }
 
-    fn done(&mut self, r: Result<()>) -> mailtls_result {
+    pub(super) fn done(&mut self, r: Result<()>) -> mailtls_result {
         match r {
             Ok(()) => mailtls_result::Ok,
             Err(e) => self.err(e),
@@ -48,7 +48,7 @@ impl mailtls_session {
     }
 }
 
-fn session<'a>(s: *mut mailtls_session) -> &'a mut mailtls_session {
+pub(super) fn session<'a>(s: *mut mailtls_session) -> &'a mut mailtls_session {
     // SAFETY: non-NULL session pointers come from `Box::into_raw` in the constructors,
     // and a session is used by one thread at a time (documented).
     unsafe { &mut *s }

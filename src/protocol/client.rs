@@ -48,6 +48,24 @@ pub enum Step {
     Ready,
 }
 
+/// Nothing may follow the go reply to STARTTLS (RFC 3207 section 4.2 and its siblings):
+/// bytes already received after it were sent before our ClientHello and would be read
+/// as if protected. `extra` is what was buffered past the reply, by the dialogue or by
+/// an application that ran its own STARTTLS.
+pub fn nothing_after_go(extra: &[u8]) -> Result<()> {
+    if extra.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        Code::ReplyInjection,
+        format!(
+            "{} bytes after the go reply to STARTTLS, before the TLS handshake: {:?}",
+            extra.len(),
+            super::smtp::printable(extra)
+        ),
+    ))
+}
+
 /// One protocol's part of the dialogue: parsing its replies and naming its commands.
 pub trait ProtocolClient: Send {
     /// Handles one complete line from the server (without its line ending).
@@ -158,19 +176,7 @@ impl Dialogue {
                     return Ok(ClientAction::Decide { offered });
                 }
                 Step::Go => {
-                    // Nothing may follow the go reply: anything buffered now was sent
-                    // before our ClientHello and would be read as if protected.
-                    if self.lines.pending() > 0 {
-                        let extra = self.lines.take();
-                        return Err(Error::new(
-                            Code::ReplyInjection,
-                            format!(
-                                "{} bytes after the go reply to STARTTLS, before the TLS handshake: {:?}",
-                                extra.len(),
-                                super::smtp::printable(&extra)
-                            ),
-                        ));
-                    }
+                    nothing_after_go(&self.lines.take())?;
                     self.parked = Some(ClientAction::Go);
                     return Ok(ClientAction::Go);
                 }

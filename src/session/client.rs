@@ -97,7 +97,8 @@ impl Session {
             self.check_deadline()?;
             self.flush_out()?;
             match self.stage {
-                Stage::Dialogue if self.implicit && self.tls.is_none() => self.start_client_tls()?,
+                // Implicit TLS, or a STARTTLS the application ran itself: TLS comes first.
+                Stage::Dialogue if (self.implicit || self.app_starttls) && self.tls.is_none() => self.start_client_tls()?,
                 Stage::Dialogue => {
                     let action = self.dialogue.as_mut().expect("dialogue stage has a dialogue").poll()?;
                     match action {
@@ -123,6 +124,15 @@ impl Session {
                         }
                     } else {
                         self.client_handshake_done();
+                        if self.stage == Stage::Established {
+                            // The application's own dialogue follows: what rustls still
+                            // has to send (the client Finished) goes now, or with its
+                            // first read or write if the transport would block.
+                            return match self.flush_out() {
+                                Err(e) if e.code != Code::WouldBlock => Err(e),
+                                _ => Ok(()),
+                            };
+                        }
                     }
                 }
                 _ => return Ok(()),
@@ -257,7 +267,7 @@ impl Session {
         self.rung = Some(rung);
         self.stage = Stage::ClientHandshake;
         self.handshake_started = Some(Instant::now());
-        if let (Some(t0), false) = (self.started, self.implicit) {
+        if let (Some(t0), false) = (self.started, self.implicit || self.app_starttls) {
             self.report.timings.plaintext = t0.elapsed();
         }
         // Until the server's first TLS byte, the wait is the (shorter) hello timeout:
@@ -265,6 +275,8 @@ impl Session {
         self.set_step_deadline(self.cfg.step_timeout.min(self.cfg.hello_timeout));
         if self.implicit {
             self.log(LogLevel::Debug, &format!("implicit TLS: handshake, rung {}", rung.name()));
+        } else if self.app_starttls {
+            self.log(LogLevel::Debug, &format!("after the application's STARTTLS: TLS handshake, rung {}", rung.name()));
         } else {
             self.log(LogLevel::Debug, &format!("go reply to STARTTLS: TLS handshake, rung {}", rung.name()));
         }
@@ -324,6 +336,11 @@ impl Session {
                 }
             ),
         );
+        if self.app_starttls {
+            // The application asks for the capabilities again itself (RFC 3207 4.2).
+            self.finish_ok();
+            return;
+        }
         if !self.implicit {
             self.dialogue.as_mut().expect("dialogue").tls_started();
         }
@@ -333,11 +350,13 @@ impl Session {
 
     pub(super) fn finish_ok(&mut self) {
         let tls = self.tls.is_some();
-        let d = self.dialogue.as_mut().expect("dialogue");
-        self.report.capabilities = d.capabilities().to_vec();
-        self.report.warnings = d.warnings().to_vec();
-        self.report.preauth = d.preauth();
-        self.app_in = d.take_unread();
+        // No dialogue after the application's own STARTTLS: it learns the rest itself.
+        if let Some(d) = self.dialogue.as_mut() {
+            self.report.capabilities = d.capabilities().to_vec();
+            self.report.warnings = d.warnings().to_vec();
+            self.report.preauth = d.preauth();
+            self.app_in = d.take_unread();
+        }
         if let Some(e) = self.fallback_reason.take() {
             self.report.rfc8460 = Some("validation-failure");
             self.report.reason = Some(e.code);

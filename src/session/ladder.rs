@@ -29,7 +29,7 @@ impl Session {
         } else if plan.rung != Rung::Modern || !plan.sni {
             self.memo(format!("start at rung {}{}", plan.rung.name(), if plan.sni { "" } else { " without SNI" }));
         }
-        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned && !self.implicit {
+        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned && !self.implicit && !self.app_starttls {
             self.memo("incompatible peer (recently): plaintext without trying STARTTLS".into());
             self.plaintext_only = true;
             self.fallback_reason = Some(Error::new(Code::TlsHandshake, "the peer's TLS is incompatible (remembered)"));
@@ -40,7 +40,9 @@ impl Session {
     /// Resets everything that belongs to one connection and starts its dialogue.
     pub(super) fn begin_attempt(&mut self, rung: Rung, sni: bool, plaintext_only: bool) {
         self.connections += 1;
-        self.dialogue = if self.implicit {
+        self.dialogue = if self.app_starttls {
+            None
+        } else if self.implicit {
             Dialogue::implicit(self.proto, &self.cfg.helo_name, self.cfg.limits).ok()
         } else {
             Dialogue::new(self.proto, &self.cfg.helo_name, self.cfg.limits).ok()
@@ -116,7 +118,7 @@ impl Session {
             LogLevel::Warn,
             &format!("{} at rung {} ({}): next rung {}{}", class.name(), rung.name(), e.detail, next.rung.name(), if next.sni { "" } else { " without SNI" }),
         );
-        if self.connector.is_none() {
+        if !self.can_reconnect() {
             self.report.retry_rung = Some(next.rung);
             self.report.retry_without_sni = !next.sni;
             return Err(Error::new(
@@ -195,7 +197,7 @@ impl Session {
     /// Under policy may, after a failed handshake: plaintext on a new connection,
     /// unless the peer is pinned or credentials would travel in clear.
     pub(super) fn plaintext_fallback(&mut self, e: Error) -> Result<()> {
-        if self.cfg.policy != Policy::May || self.implicit {
+        if self.cfg.policy != Policy::May || self.implicit || self.app_starttls {
             return Err(e);
         }
         if self.pinned {
@@ -215,6 +217,13 @@ impl Session {
         self.fallback_reason = Some(e);
         self.begin_attempt(Rung::Modern, true, true);
         Ok(())
+    }
+
+    /// Whether the session opens new connections itself: it has a connector, and the
+    /// dialogue before TLS is its own, never an application's STARTTLS, which only the
+    /// application can send again.
+    fn can_reconnect(&self) -> bool {
+        self.connector.is_some() && !self.app_starttls
     }
 
     pub(super) fn reconnect(&mut self) -> Result<()> {

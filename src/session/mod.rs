@@ -9,11 +9,13 @@
 //! - `pump`: the transport, step and total deadlines, the record pump into rustls;
 //! - `hello`: the first flight after the go reply (injection; the server's sniffer);
 //! - `client`: one client negotiation, from greeting to report;
+//! - `app_starttls`: the handshake alone, for an application that ran its own STARTTLS;
 //! - `ladder`: the attempts across connections, talking to recovery and memory;
 //! - `server`: STARTTLS and implicit TLS on the server side, and its command checks;
 //! - `data`: application data, resume and close;
 //! - `report`: the record of what a negotiation did.
 
+mod app_starttls;
 mod client;
 mod data;
 mod hello;
@@ -174,6 +176,7 @@ pub struct Session {
     cert_seen: Option<rustls::pki_types::CertificateDer<'static>>,
     handoff: Vec<u8>,
     implicit: bool,
+    app_starttls: bool,
     authenticated: bool,
     last_tag: String,
     tls_fatal: bool,
@@ -254,6 +257,7 @@ impl Session {
             cert_seen: None,
             handoff: Vec::new(),
             implicit: false,
+            app_starttls: false,
             authenticated: false,
             last_tag: String::new(),
             tls_fatal: false,
