@@ -6,7 +6,6 @@
 #include "support.h"
 
 #include <errno.h>
-#include <glob.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -15,22 +14,6 @@
 #include <unistd.h>
 
 static void free_mem(void *m) { mailtls_memory_free(m); }
-
-static void unlink_memory(void *arg) {
-    char *path = arg, p[160];
-    const char *suffixes[] = {"", "-lock", ".lock", ".v1"};
-    for (size_t i = 0; i < sizeof suffixes / sizeof *suffixes; i++) {
-        snprintf(p, sizeof p, "%s%s", path, suffixes[i]);
-        unlink(p);
-    }
-    snprintf(p, sizeof p, "%s.corrupt-*", path);
-    glob_t g;
-    if (glob(p, 0, NULL, &g) == 0)
-        for (size_t i = 0; i < g.gl_pathc; i++)
-            unlink(g.gl_pathv[i]);
-    globfree(&g);
-    free(path);
-}
 
 /* A path for a database of this test's own (nothing there yet), removed afterwards
  * with everything the library keeps beside it. */
@@ -43,7 +26,7 @@ static const char *db_path(char path[96]) {
     }
     close(fd);
     unlink(path);
-    defer_call(unlink_memory, strdup(path));
+    defer_unlink_memory(path);
     return path;
 }
 
