@@ -319,12 +319,12 @@ static char *handshake_error(mailtls_session *s, mailtls_result r)
         const char *name = rung >= 0 ? mailtls_rung_name((uint32_t)rung) : NULL;
         if (getenv("MAILTLS_MEMORY") && getenv("MAILTLS_MEMORY")[0] != '\0')
         {
-            return xasprintf(_("TLS handshake failed: the server reset the TLS "
-                        "handshake (intolerance recorded: the next run starts at "
+            return xasprintf(_("TLS handshake failed: the server broke off the TLS "
+                        "handshake at the hello (intolerance recorded: the next run starts at "
                         "rung %s): %s"), name ? name : "?", detail);
         }
-        return xasprintf(_("TLS handshake failed: the server reset the TLS "
-                    "handshake (a retry at rung %s may work; set MAILTLS_MEMORY "
+        return xasprintf(_("TLS handshake failed: the server broke off the TLS "
+                    "handshake at the hello (a retry at rung %s may work; set MAILTLS_MEMORY "
                     "to a file to have it remembered): %s"),
                 name ? name : "?", detail);
     }
