@@ -303,6 +303,17 @@ static uint32_t socket_timeout_ms(int fd)
     return (uint32_t)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
 }
 
+/* After a failed mtls_start: msmtp calls mtls_close only on an active session,
+ * so what mtls_init and mtls_start allocated is released here. */
+static int start_failed(mtls_t *mtls, int error_code)
+{
+    internals_free(mtls->internals);
+    mtls->internals = NULL;
+    free(mtls->hostname);
+    mtls->hostname = NULL;
+    return error_code;
+}
+
 /* Why the handshake failed, from the session and its report. */
 static char *handshake_error(mailtls_session *s, mailtls_result r)
 {
@@ -386,7 +397,7 @@ int mtls_start(mtls_t *mtls, int fd,
         char *detail = builder_error(in->builder, r);
         *errstr = xasprintf(_("cannot initialize TLS session: %s"), detail);
         free(detail);
-        return TLS_ELIBFAILED;
+        return start_failed(mtls, TLS_ELIBFAILED);
     }
     if ((r = mailtls_client_new(in->config, MAILTLS_PROTO_SMTP, mtls->hostname,
                     peer_port(fd), &in->session)) != MAILTLS_RESULT_OK
@@ -394,7 +405,7 @@ int mtls_start(mtls_t *mtls, int fd,
     {
         *errstr = xasprintf(_("cannot create a TLS structure: %s"),
                 mailtls_result_str(r));
-        return TLS_ELIBFAILED;
+        return start_failed(mtls, TLS_ELIBFAILED);
     }
 
     /* msmtp has read the 220 to STARTTLS line by line and refused to go on when
@@ -410,9 +421,9 @@ int mtls_start(mtls_t *mtls, int fd,
             case MAILTLS_RESULT_CERTIFICATE_UNTRUSTED:
             case MAILTLS_RESULT_CERTIFICATE_EXPIRED:
             case MAILTLS_RESULT_CERTIFICATE_INVALID:
-                return TLS_ECERT;
+                return start_failed(mtls, TLS_ECERT);
             default:
-                return TLS_EHANDSHAKE;
+                return start_failed(mtls, TLS_EHANDSHAKE);
         }
     }
     rep = mailtls_session_report(in->session);
@@ -425,14 +436,14 @@ int mtls_start(mtls_t *mtls, int fd,
             *errstr = xasprintf(_("TLS certificate verification failed: %s"),
                     _("no peer certificate"));
             mailtls_session_close(in->session);
-            return TLS_ECERT;
+            return start_failed(mtls, TLS_ECERT);
         }
         if (memcmp(got, mtls->fingerprint, 32) != 0)
         {
             *errstr = xasprintf(_("TLS certificate verification failed: %s"),
                     _("the certificate fingerprint does not match"));
             mailtls_session_close(in->session);
-            return TLS_ECERT;
+            return start_failed(mtls, TLS_ECERT);
         }
     }
 
@@ -454,7 +465,7 @@ int mtls_start(mtls_t *mtls, int fd,
         if ((error_code = mtls_cert_info_get(mtls, mtci, errstr)) != TLS_EOK)
         {
             mailtls_session_close(in->session);
-            return error_code;
+            return start_failed(mtls, error_code);
         }
     }
 
