@@ -10,7 +10,7 @@ BUILD    := $(CURDIR)/build
 export CC INCDIR BUILD
 
 .PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
-.PHONY: shlib man stage install install-lib install-tools uninstall install-test FORCE
+.PHONY: shlib man stage install install-lib install-tools uninstall install-test msmtp FORCE
 
 all: lib examples
 
@@ -79,7 +79,7 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test msmtp fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- The shared library, as installed ---------------------------------------------
@@ -211,6 +211,12 @@ uninstall:
 # it: pkg-config, shared and static, dlopen by soname, the man pages, uninstall.
 install-test:
 	PROFILE=$(PROFILE) bash tests/install/run.sh
+
+# msmtp built from its release tarball (../shared/third-party, skipped when absent)
+# with the TLS backend msmtp/mtls-mailtls.c against an installed prefix, delivering
+# to mailtls-server and Postfix (tests/msmtp/run.sh).
+msmtp:
+	PROFILE=$(PROFILE) bash tests/msmtp/run.sh
 
 FORCE:
 

@@ -30,6 +30,10 @@ have redis-cli || need+=(redis-tools)
 have pkg-config || need+=(pkgconf)
 have groff || need+=(groff-base)
 have man || need+=(man-db)
+# make msmtp: msmtp's release tarball has configure.ac and no configure script.
+have autoreconf || need+=(autoconf)
+have automake || need+=(automake)
+have autopoint || need+=(autopoint)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
