@@ -642,3 +642,52 @@ TEST(starttls_after_refuses_null_a_server_session_and_sessions_it_does_not_fit) 
     peer_close(p);
     CHECK_PEER_OK(p);
 }
+
+/* An implicit-TLS SMTP server (RFC 8314, port 465): the handshake first, then the
+ * greeting, EHLO and QUIT inside TLS. */
+static void implicit_smtp_server(int fd, void *arg, struct shared *sh) {
+    const mailtls_config *cfg = arg;
+    mailtls_session *s = NULL;
+    if (mailtls_server_new(cfg, MAILTLS_PROTO_SMTP, "127.0.0.1:1", &s) != MAILTLS_RESULT_OK ||
+        mailtls_session_set_fd(s, fd) != MAILTLS_RESULT_OK)
+        child_fail(sh, "server session");
+    mailtls_result rc = mailtls_server_start_implicit(s);
+    if (rc != MAILTLS_RESULT_OK)
+        child_fail(sh, "start_implicit: %s", mailtls_result_name(rc));
+    struct linebuf lb = {0};
+    char line[512];
+    if (session_write_all(s, "220 implicit.test ESMTP\r\n", 25) != MAILTLS_RESULT_OK)
+        child_fail(sh, "greeting");
+    while (session_read_line(s, &lb, line, sizeof line) == MAILTLS_RESULT_OK) {
+        const char *reply = strncmp(line, "QUIT", 4) == 0 ? "221 bye\r\n" : "250 implicit.test\r\n";
+        if (session_write_all(s, reply, strlen(reply)) != MAILTLS_RESULT_OK)
+            child_fail(sh, "reply");
+        if (reply[0] == '2' && reply[1] == '2')
+            break;
+    }
+    mailtls_session_close(s);
+    mailtls_session_free(s);
+}
+
+TEST(starttls_after_implicit_tls_handshake_right_after_connect_then_the_greeting_inside_tls) {
+    const mailtls_config *scfg = server_cfg("localhost", NULL, 0);
+    const mailtls_memory *m = memory_new();
+    const mailtls_config *cfg = cfg_with(MAILTLS_POLICY_ENCRYPT, m, NULL);
+    REQUIRE(scfg && m && cfg);
+    peer_t *p = peer_start(VIA_TCP, implicit_smtp_server, (void *)scfg);
+    REQUIRE(p);
+    /* The application connected to port 465 and reads nothing before the handshake. */
+    mailtls_session *s = session_for(cfg, "127.0.0.1", 465, "localhost", p->fd);
+    REQUIRE(s);
+    REQUIRE_RC(mailtls_client_start_tls(s, NULL, 0), MAILTLS_RESULT_OK);
+    const mailtls_report *r = mailtls_session_report(s);
+    CHECK_STREQ(mailtls_report_tls_version(r), "TLSv1.3");
+    CHECK(mailtls_report_attempt_count(r) == 1);
+    CHECK_HAS(lookup(m, "127.0.0.1", 465), "tolerant=modern@");
+    struct linebuf lb = {0};
+    char line[512];
+    CHECK_RC(session_read_line(s, &lb, line, sizeof line), MAILTLS_RESULT_OK);
+    CHECK(strncmp(line, "220 implicit.test", 17) == 0);
+    check_ehlo_inside_tls(s, "250 implicit.test");
+    CHECK_PEER_OK(p);
+}

@@ -15,6 +15,10 @@ use super::{byte_slice, ffi_guard, mailtls_result, non_null};
 /// once the application has sent STARTTLS (STLS, IMAP `tag STARTTLS`) and read the
 /// server's positive reply (SMTP/LMTP `220`, IMAP tagged `OK`, POP3 `+OK`, NNTP `382`,
 /// ManageSieve `OK`). Call it instead of `mailtls_client_negotiate`, never with it.
+/// Implicit TLS (RFC 8314: ports 465, 993, 995, 563) for the same programs: call it
+/// right after connecting, before reading anything (`len` 0), on a session NOT set
+/// with `mailtls_session_set_implicit_tls` (that one makes the library read the
+/// greeting itself); the application then reads the greeting inside TLS.
 ///
 /// `read_ahead`/`len`: the bytes the application has already read from the
 /// connection past the end of that reply line (what is left in its input buffer).
@@ -68,8 +72,8 @@ use super::{byte_slice, ffi_guard, mailtls_result, non_null};
 /// detail. The library never goes on in
 /// plaintext here, whatever the policy: whether to, on a new connection, is the
 /// application's decision. A second call after the end, a call on a server session,
-/// on a session that negotiates by itself or is set to implicit TLS gives
-/// `MAILTLS_RESULT_INVALID_STATE`.
+/// on a session that negotiates by itself or is set with
+/// `mailtls_session_set_implicit_tls` gives `MAILTLS_RESULT_INVALID_STATE`.
 #[no_mangle]
 pub extern "C" fn mailtls_client_start_tls(s: *mut mailtls_session, read_ahead: *const u8, len: usize) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {

@@ -7,6 +7,8 @@
 //! downgrade or recorded, and answered with `RetryNeeded`, since only the application
 //! can redo its dialogue on a new connection. After TLS the capabilities are the
 //! application's to ask again; nothing of its plaintext dialogue is in the report.
+//! For implicit TLS the same call comes right after the connect (no go reply, no
+//! read-ahead): the handshake is the same.
 
 use super::*;
 use crate::protocol::client::nothing_after_go;
@@ -49,7 +51,7 @@ impl Session {
         if self.implicit {
             return Err(Error::new(
                 Code::InvalidState,
-                "implicit TLS starts with negotiate; start_tls follows a STARTTLS the application sent",
+                "set_implicit_tls makes negotiate read the greeting itself; for implicit TLS with the application's own dialogue, call start_tls right after connecting, without set_implicit_tls",
             ));
         }
         if self.cfg.policy == Policy::None {
