@@ -44,6 +44,21 @@ pub(crate) fn config_arc(p: *const mailtls_config) -> Arc<Config> {
     }
 }
 
+impl mailtls_config_builder {
+    /// A setter's result as a code; a failure's detail is kept for
+    /// `mailtls_config_builder_last_error`.
+    pub(super) fn outcome<T>(&mut self, r: crate::error::Result<T>) -> mailtls_result {
+        match r {
+            Ok(_) => mailtls_result::Ok,
+            Err(e) => {
+                let code = e.code;
+                self.error = Some(e);
+                code
+            }
+        }
+    }
+}
+
 pub(super) fn builder<'a>(b: *mut mailtls_config_builder) -> &'a mut mailtls_config_builder {
     // SAFETY: non-NULL builder pointers come from `mailtls_config_builder_new`.
     unsafe { &mut *b }
@@ -435,14 +450,8 @@ pub extern "C" fn mailtls_config_builder_set_hello_action(b: *mut mailtls_config
             _ => return mailtls_result::InvalidParameter,
         };
         let bl = builder(b);
-        match bl.inner.hello_action(kind, action) {
-            Ok(_) => mailtls_result::Ok,
-            Err(e) => {
-                let code = e.code;
-                bl.error = Some(e);
-                code
-            }
-        }
+        let r = bl.inner.hello_action(kind, action).map(|_| ());
+        bl.outcome(r)
     })
 }
 

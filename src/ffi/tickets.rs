@@ -38,14 +38,8 @@ pub extern "C" fn mailtls_config_builder_set_ticket_keys(
             (Err(e), _) | (_, Err(e)) => return e,
         };
         let bl = builder(b);
-        match bl.inner.ticket_keys(cur, prev) {
-            Ok(_) => mailtls_result::Ok,
-            Err(e) => {
-                let code = e.code;
-                bl.error = Some(e);
-                code
-            }
-        }
+        let r = bl.inner.ticket_keys(cur, prev).map(|_| ());
+        bl.outcome(r)
     })
 }
 
@@ -72,13 +66,7 @@ pub extern "C" fn mailtls_config_builder_set_ticket_key_file(b: *mut mailtls_con
             Err(e) => return e,
         };
         let bl = builder(b);
-        match bl.inner.ticket_key_file(path) {
-            Ok(_) => mailtls_result::Ok,
-            Err(e) => {
-                let code = e.code;
-                bl.error = Some(e);
-                code
-            }
-        }
+        let r = bl.inner.ticket_key_file(path).map(|_| ());
+        bl.outcome(r)
     })
 }
