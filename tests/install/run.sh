@@ -123,9 +123,12 @@ if compile starttls-shared starttls.c $(pkg-config --cflags --libs mailtls); the
     *" libmailtls.so.0 "*) ;;
     *) fail "starttls-shared does not need libmailtls.so.0: $(needed starttls-shared)" ;;
   esac
-  readelf -V starttls-shared | grep -q 'Name: MAILTLS_0' || fail "starttls-shared does not ask for the symbol version MAILTLS_0"
-  LD_LIBRARY_PATH=$PREFIX/lib ldd starttls-shared | grep -q "$PREFIX/lib/libmailtls.so.0" \
-    || fail "starttls-shared does not load the prefix's libmailtls.so.0"
+  grep -q 'Name: MAILTLS_0' <<<"$(readelf -V starttls-shared)" || fail "starttls-shared does not ask for the symbol version MAILTLS_0"
+  # Not "ldd | grep -q": under pipefail, grep leaving at the first match can
+  # kill ldd with SIGPIPE and fail the check on a busy machine.
+  loads=$(LD_LIBRARY_PATH=$PREFIX/lib ldd starttls-shared)
+  grep -q "$PREFIX/lib/libmailtls.so.0" <<<"$loads" \
+    || fail "starttls-shared does not load the prefix's libmailtls.so.0: $loads"
   try "shared (needs libmailtls.so.0, version MAILTLS_0)" env LD_LIBRARY_PATH="$PREFIX/lib" ./starttls-shared "${PKI[@]}"
 fi
 

@@ -95,7 +95,7 @@ if ! (build) >"$TMP/build.log" 2>&1; then
   tail -n 40 "$TMP/build.log"; echo "msmtp: building msmtp failed"; exit 1
 fi
 MSMTP=$SRC/src/msmtp
-readelf -d "$MSMTP" | grep -q 'NEEDED.*libmailtls.so.0' || { echo "msmtp: msmtp does not link libmailtls.so.0"; exit 1; }
+grep -q 'NEEDED.*libmailtls.so.0' <<<"$(readelf -d "$MSMTP")" || { echo "msmtp: msmtp does not link libmailtls.so.0"; exit 1; }
 ok "msmtp $MSMTP_VERSION built with msmtp/mtls-mailtls.c ($(pkg-config --libs mailtls)), $(($(date +%s) - START)) s so far"
 
 # ---- a test CA, a certificate for localhost, and another CA ----
