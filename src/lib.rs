@@ -13,3 +13,4 @@ pub mod protocol;
 pub mod recovery;
 pub mod session;
 pub mod tls;
+pub mod tlsrpt;
