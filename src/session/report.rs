@@ -110,6 +110,9 @@ pub struct Report {
     pub hello: Option<crate::tls::sniff::Hello>,
     /// Server: what was done with it.
     pub hello_action: Option<crate::config::HelloAction>,
+    /// Client: what the session contributes to a TLS-RPT report (RFC 8460): the
+    /// policy it was held to and, on failure, why. Set when the negotiation ends.
+    pub tlsrpt: Option<crate::tlsrpt::SessionResult>,
 }
 
 impl Report {
