@@ -5,7 +5,9 @@
  * and lists what it holds (mailbox-client.c).
  *
  *   mailtls-client [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]
- *                  [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]
+ *                  [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]
+ *                  [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]
+ *                  [--next-hop DOMAIN] [--mta-sts FILE]
  *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]
  *                  [--from ADDR --to ADDR... --message FILE]
  *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
@@ -37,6 +39,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "client-dest.h"
 #include "common.h"
 #include "mailbox-client.h"
 #include "redis-store.h"
@@ -52,7 +55,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]\n"
-            "                      [--policy none|may|encrypt|verify] [--servername NAME] [--cafile FILE]\n"
+            "                      [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]\n"
+            "                      [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]\n"
+            "                      [--next-hop DOMAIN] [--mta-sts FILE]\n"
             "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]\n"
             "                      [--from ADDR --to ADDR... --message FILE]\n"
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
@@ -65,7 +70,18 @@ static void usage(FILE *f)
             "                or sieve (ManageSieve, 4190)\n"
             "  --implicit    TLS from the first byte (RFC 8314): smtp 465, imap 993, pop3 995,\n"
             "                nntp 563; STARTTLS is never sent\n"
-            "  --policy      TLS policy (default may)\n"
+            "  --policy      TLS policy (default may); dane and dane-only check the certificate\n"
+            "                against --tlsa records when --dnssec is secure (RFC 7672): dane falls\n"
+            "                back to may (insecure lookup, no record) or encrypt (no usable\n"
+            "                record); dane-only defers then; a bogus lookup defers both\n"
+            "  --tlsa FILE   the MX host's TLSA RRset, one record a line: 3 1 1 <hex> (# comments)\n"
+            "  --dnssec      what the validating resolver said of the MX and TLSA lookups\n"
+            "  --mx-host     the MX host name (MTA-STS match, DANE-TA name, TLS-RPT), default HOST\n"
+            "  --tlsa-base   the TLSA base domain (SNI under DANE), default the MX host\n"
+            "  --next-hop    the recipient domain (TLS-RPT policy domain, DANE-TA name)\n"
+            "  --mta-sts FILE  the MTA-STS policy body fetched for the next-hop domain (RFC 8461):\n"
+            "                enforce requires a certificate valid for the MX host, which must\n"
+            "                match an mx line; testing delivers and reports; DANE decides first\n"
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
@@ -839,11 +855,12 @@ struct args {
     bool json, implicit, plaintext_auth, list_memory;
     const char *user, *pass, *forget, *export_to, *import_from;
     const char *memredis;
+    struct dest_args dest;
 };
 
 enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
        O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
-       O_TOTAL_TIMEOUT, O_MEMORY_REDIS };
+       O_TOTAL_TIMEOUT, O_MEMORY_REDIS, O_TLSA, O_DNSSEC, O_MX_HOST, O_TLSA_BASE, O_NEXT_HOP, O_MTA_STS };
 
 static const struct option longopts[] = {
     {"proto", required_argument, NULL, O_PROTO},
@@ -866,6 +883,12 @@ static const struct option longopts[] = {
     {"user", required_argument, NULL, O_USER},
     {"pass", required_argument, NULL, O_PASS},
     {"plaintext-auth", no_argument, NULL, O_PLAINAUTH},
+    {"tlsa", required_argument, NULL, O_TLSA},
+    {"dnssec", required_argument, NULL, O_DNSSEC},
+    {"mx-host", required_argument, NULL, O_MX_HOST},
+    {"tlsa-base", required_argument, NULL, O_TLSA_BASE},
+    {"next-hop", required_argument, NULL, O_NEXT_HOP},
+    {"mta-sts", required_argument, NULL, O_MTA_STS},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -881,7 +904,11 @@ static uint32_t parse_policy(const char *name)
         return MAILTLS_POLICY_ENCRYPT;
     if (strcmp(name, "verify") == 0)
         return MAILTLS_POLICY_VERIFY;
-    die_usage("--policy: none, may, encrypt or verify, not \"%s\"", name);
+    if (strcmp(name, "dane") == 0)
+        return MAILTLS_POLICY_DANE;
+    if (strcmp(name, "dane-only") == 0)
+        return MAILTLS_POLICY_DANE_ONLY;
+    die_usage("--policy: none, may, encrypt, verify, dane or dane-only, not \"%s\"", name);
 }
 
 /* --timeout and --total-timeout: 1 to 86400 seconds. */
@@ -930,6 +957,12 @@ static int parse_args(int argc, char **argv, struct args *a)
         case O_FORGET: a->forget = optarg; break;
         case O_EXPORT_MEMORY: a->export_to = optarg; break;
         case O_IMPORT_MEMORY: a->import_from = optarg; break;
+        case O_TLSA: a->dest.tlsa_file = optarg; break;
+        case O_DNSSEC: a->dest.dnssec = optarg; break;
+        case O_MX_HOST: a->dest.mx_host = optarg; break;
+        case O_TLSA_BASE: a->dest.tlsa_base = optarg; break;
+        case O_NEXT_HOP: a->dest.next_hop = optarg; break;
+        case O_MTA_STS: a->dest.mta_sts_file = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
@@ -1070,6 +1103,12 @@ static int new_session(const struct args *a, const mailtls_config *cfg, const ch
         mailtls_session_free(s);
         mailtls_config_free(cfg);
         return EX_USAGE;
+    }
+    int status = 0;
+    if (dest_apply(&a->dest, s, prog, &status) < 0) {
+        mailtls_session_free(s);
+        mailtls_config_free(cfg);
+        return status;
     }
     *out = s;
     return 0;

@@ -113,7 +113,8 @@ typedef uint32_t mailtls_failure_class;
  A stable result code: what the C side sees as `mailtls_result`.
 
  Ranges: 0-99 progress, 100-199 caller errors, 200-299 configuration, 300-399 I/O,
- 400-499 the peer's plaintext dialogue, 500-599 TLS, 600-699 server-side STARTTLS.
+ 400-499 the peer's plaintext dialogue, 500-599 TLS, 600-699 server-side STARTTLS,
+ 700-799 the destination's authentication policy (DANE, MTA-STS).
  */
 enum mailtls_result
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -336,6 +337,31 @@ enum mailtls_result
    Server: STARTTLS outside the state that allows it (after authentication).
    */
   MAILTLS_RESULT_STARTTLS_NOT_ALLOWED = 605,
+  /*
+   DANE: no usable TLSA record matches the server's certificate chain.
+   */
+  MAILTLS_RESULT_DANE_NO_MATCH = 700,
+  /*
+   DANE: the DNSSEC lookup of the TLSA (or MX) records was bogus: defer.
+   */
+  MAILTLS_RESULT_DNSSEC_BOGUS = 701,
+  /*
+   Policy dane-only: no DNSSEC-secure TLSA record for the MX host: defer.
+   */
+  MAILTLS_RESULT_DANE_REQUIRED = 702,
+  /*
+   DANE: TLSA records were found, but none is usable (usages 0 and 1, unknown
+   selectors or matching types, malformed data): dane-only defers.
+   */
+  MAILTLS_RESULT_TLSA_UNUSABLE = 703,
+  /*
+   MTA-STS enforce: the MX host matches none of the policy's `mx` patterns: defer.
+   */
+  MAILTLS_RESULT_STS_MX_MISMATCH = 704,
+  /*
+   The MTA-STS policy text is not a valid STSv1 policy (RFC 8461 section 3.2).
+   */
+  MAILTLS_RESULT_STS_POLICY_INVALID = 705,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -395,6 +421,18 @@ enum mailtls_policy
    STARTTLS required, certificate chain and name verified; otherwise defer or fail.
    */
   MAILTLS_POLICY_VERIFY = 3,
+  /*
+   DANE where the destination has it (RFC 7672): with DNSSEC-secure usable TLSA
+   records, TLS required and the certificate checked against them; with TLSA
+   records none of which is usable, as encrypt; with an insecure lookup or no
+   records, as may (or as an MTA-STS policy says); a bogus lookup defers.
+   */
+  MAILTLS_POLICY_DANE = 4,
+  /*
+   DANE required: as dane, but an insecure lookup, no records or no usable record
+   defers (Postfix's dane-only).
+   */
+  MAILTLS_POLICY_DANE_ONLY = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -623,6 +661,35 @@ enum mailtls_hello_action
 typedef enum mailtls_hello_action mailtls_hello_action;
 #else
 typedef uint32_t mailtls_hello_action;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+/*
+ What the caller's validating resolver said of the MX and TLSA lookups.
+ */
+enum mailtls_dnssec
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  /*
+   Both lookups validated (the AD bit, or libunbound's `secure`).
+   */
+  MAILTLS_DNSSEC_SECURE = 1,
+  /*
+   Provably unsigned (an insecure delegation): DANE does not apply.
+   */
+  MAILTLS_DNSSEC_INSECURE = 2,
+  /*
+   Signed, but the signatures did not validate: an attack or a broken zone.
+   */
+  MAILTLS_DNSSEC_BOGUS = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum mailtls_dnssec mailtls_dnssec;
+#else
+typedef uint32_t mailtls_dnssec;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -1665,6 +1732,86 @@ mailtls_result mailtls_config_builder_set_ticket_key_file(mailtls_config_builder
 mailtls_result mailtls_client_start_tls(mailtls_session *s,
                                         const uint8_t *read_ahead,
                                         uintptr_t len);
+
+/*
+ Adds a record to the destination's TLSA RRset, from its fields: `usage` (2
+ DANE-TA, 3 DANE-EE; 0 and 1 are kept but unusable for SMTP, RFC 7672 section
+ 3.1), `selector` (0 certificate, 1 public key), `mtype` (0 full, 1 SHA-256, 2
+ SHA-512) and the `len` bytes of `data`. Records are what the resolver returned for
+ `_PORT._tcp.` + the TLSA base domain; they count only under policy `dane` or
+ `dane-only`, with `mailtls_session_set_dnssec(s, MAILTLS_DNSSEC_SECURE)`. At most 64;
+ a duplicate is ignored. Only before negotiating (`MAILTLS_RESULT_INVALID_STATE`).
+ */
+mailtls_result mailtls_session_add_tlsa(mailtls_session *s,
+                                        uint8_t usage,
+                                        uint8_t selector,
+                                        uint8_t mtype,
+                                        const uint8_t *data,
+                                        uintptr_t len);
+
+/*
+ Adds a TLSA record in presentation form, as a zone file or `dig +short TLSA`
+ shows it: `"3 1 1 e3b0c442..."` (usage, selector, matching type, hex data that
+ may be split by spaces; RFC 7218 mnemonics such as `DANE-EE SPKI SHA2-256` are
+ accepted too). A malformed record is `MAILTLS_RESULT_INVALID_PARAMETER` with the
+ reason in `mailtls_session_last_error`. Otherwise as `mailtls_session_add_tlsa`.
+ */
+mailtls_result mailtls_session_add_tlsa_text(mailtls_session *s, const char *record);
+
+/*
+ Sets what the caller's DNSSEC-validating resolver said of the destination's MX
+ and TLSA lookups: `MAILTLS_DNSSEC_SECURE` (both validated), `_INSECURE` (either is
+ provably unsigned; RFC 7672 section 2.2.1: an insecure MX RRset means no DANE),
+ or `_BOGUS` (either failed validation: policies `dane` and `dane-only` defer with
+ `MAILTLS_RESULT_DNSSEC_BOGUS`, RFC 8460 result type `dnssec-invalid`). Not set,
+ the lookups count as insecure. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_dnssec(mailtls_session *s, uint32_t status);
+
+/*
+ Sets the TLSA base domain (RFC 7672 section 2.2.2): the MX host name, or the
+ target of its CNAME chain when every step of it was DNSSEC-secure. Under DANE it
+ is sent as SNI and is a reference name for a DANE-TA chain. Default: the MX host,
+ else the session's server name. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_tlsa_base(mailtls_session *s, const char *name);
+
+/*
+ Sets the MX host name the connection goes to: what an MTA-STS policy's `mx`
+ patterns are matched against and its certificate checked for, a DANE-TA reference
+ name, and the receiving MX of TLS-RPT reports. Default: the session's server name.
+ Only before negotiating.
+ */
+mailtls_result mailtls_session_set_mx_host(mailtls_session *s, const char *name);
+
+/*
+ Sets the next-hop domain (the recipient domain whose MX this is): the policy
+ domain of TLS-RPT reports and a DANE-TA reference name. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_next_hop(mailtls_session *s, const char *domain);
+
+/*
+ Sets the MTA-STS policy (RFC 8461) the caller fetched for the next-hop domain:
+ the `len` bytes of the policy body (`version: STSv1`, `mode`, `mx`, `max_age`
+ lines). Under `enforce` the MX host must match an `mx` pattern (else the session
+ defers with `MAILTLS_RESULT_STS_MX_MISMATCH` before sending anything) and TLS with
+ a certificate valid for the MX host is required (the config's trust anchors); under
+ `testing` the session goes on as its policy says and the report tells what would
+ have failed; `none` is no policy. DANE takes precedence where usable TLSA records
+ are present. A policy that does not parse returns
+ `MAILTLS_RESULT_STS_POLICY_INVALID` with the reason; the session then goes on as
+ without a policy and reports `sts-policy-invalid`. Only before negotiating.
+ */
+mailtls_result mailtls_session_set_mta_sts(mailtls_session *s,
+                                           const uint8_t *policy,
+                                           uintptr_t len);
+
+/*
+ The policy the session was held to, after DANE and MTA-STS had their say: `none`,
+ `may`, `encrypt`, `verify` (also MTA-STS enforce), `dane` or `dane-only` (usable
+ TLSA records decided). NULL before the negotiation started, or for a NULL report.
+ */
+const char *mailtls_report_policy(const mailtls_report *r);
 
 #ifdef __cplusplus
 }  // extern "C"

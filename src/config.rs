@@ -35,6 +35,14 @@ pub enum Policy {
     Encrypt = 2,
     /// STARTTLS required, certificate chain and name verified; otherwise defer or fail.
     Verify = 3,
+    /// DANE where the destination has it (RFC 7672): with DNSSEC-secure usable TLSA
+    /// records, TLS required and the certificate checked against them; with TLSA
+    /// records none of which is usable, as encrypt; with an insecure lookup or no
+    /// records, as may (or as an MTA-STS policy says); a bogus lookup defers.
+    Dane = 4,
+    /// DANE required: as dane, but an insecure lookup, no records or no usable record
+    /// defers (Postfix's dane-only).
+    DaneOnly = 5,
 }
 
 impl Policy {
@@ -45,6 +53,8 @@ impl Policy {
             1 => Policy::May,
             2 => Policy::Encrypt,
             3 => Policy::Verify,
+            4 => Policy::Dane,
+            5 => Policy::DaneOnly,
             _ => return None,
         })
     }
@@ -56,12 +66,14 @@ impl Policy {
             Policy::May => "may",
             Policy::Encrypt => "encrypt",
             Policy::Verify => "verify",
+            Policy::Dane => "dane",
+            Policy::DaneOnly => "dane-only",
         }
     }
 
     /// Whether TLS is required (plaintext is never allowed).
     pub fn requires_tls(self) -> bool {
-        matches!(self, Policy::Encrypt | Policy::Verify)
+        matches!(self, Policy::Encrypt | Policy::Verify | Policy::Dane | Policy::DaneOnly)
     }
 }
 

@@ -9,7 +9,8 @@ use std::fmt;
 /// A stable result code: what the C side sees as `mailtls_result`.
 ///
 /// Ranges: 0-99 progress, 100-199 caller errors, 200-299 configuration, 300-399 I/O,
-/// 400-499 the peer's plaintext dialogue, 500-599 TLS, 600-699 server-side STARTTLS.
+/// 400-499 the peer's plaintext dialogue, 500-599 TLS, 600-699 server-side STARTTLS,
+/// 700-799 the destination's authentication policy (DANE, MTA-STS).
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Code {
@@ -129,6 +130,20 @@ pub enum Code {
     StateResetRequired = 603,
     /// Server: STARTTLS outside the state that allows it (after authentication).
     StarttlsNotAllowed = 605,
+
+    /// DANE: no usable TLSA record matches the server's certificate chain.
+    DaneNoMatch = 700,
+    /// DANE: the DNSSEC lookup of the TLSA (or MX) records was bogus: defer.
+    DnssecBogus = 701,
+    /// Policy dane-only: no DNSSEC-secure TLSA record for the MX host: defer.
+    DaneRequired = 702,
+    /// DANE: TLSA records were found, but none is usable (usages 0 and 1, unknown
+    /// selectors or matching types, malformed data): dane-only defers.
+    TlsaUnusable = 703,
+    /// MTA-STS enforce: the MX host matches none of the policy's `mx` patterns: defer.
+    StsMxMismatch = 704,
+    /// The MTA-STS policy text is not a valid STSv1 policy (RFC 8461 section 3.2).
+    StsPolicyInvalid = 705,
 }
 
 impl Code {
@@ -150,6 +165,8 @@ impl Code {
         Code::LadderExhausted, Code::RetryNeeded, Code::NotTls,
         Code::TlsUnavailable, Code::TlsAlreadyActive, Code::TlsRequired,
         Code::StateResetRequired, Code::HelloRefused, Code::StarttlsNotAllowed,
+        Code::DaneNoMatch, Code::DnssecBogus, Code::DaneRequired, Code::TlsaUnusable,
+        Code::StsMxMismatch, Code::StsPolicyInvalid,
     ];
 
     /// The code for a number, if it is one.
@@ -213,6 +230,12 @@ impl Code {
             Code::TlsAlreadyActive => "TLS already active",
             Code::TlsRequired => "TLS required",
             Code::StateResetRequired => "EHLO required after STARTTLS",
+            Code::DaneNoMatch => "no TLSA record matches the server's certificate",
+            Code::DnssecBogus => "the DNSSEC lookup was bogus",
+            Code::DaneRequired => "no DNSSEC-secure TLSA record, and DANE is required",
+            Code::TlsaUnusable => "no usable TLSA record",
+            Code::StsMxMismatch => "the MX host is not in the MTA-STS policy",
+            Code::StsPolicyInvalid => "invalid MTA-STS policy",
         }
     }
 
@@ -272,6 +295,12 @@ impl Code {
             Code::TlsAlreadyActive => "tls-already-active",
             Code::TlsRequired => "tls-required",
             Code::StateResetRequired => "state-reset-required",
+            Code::DaneNoMatch => "dane-no-match",
+            Code::DnssecBogus => "dnssec-bogus",
+            Code::DaneRequired => "dane-required",
+            Code::TlsaUnusable => "tlsa-unusable",
+            Code::StsMxMismatch => "sts-mx-mismatch",
+            Code::StsPolicyInvalid => "sts-policy-invalid",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod session;
 pub mod tickets;
 // Last, so that the header keeps the order it had before this file.
 pub mod starttls;
+pub mod dane;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -135,6 +136,7 @@ mod tests {
             ("tickets.rs", include_str!("tickets.rs")),
             ("lmdb.rs", include_str!("lmdb.rs")),
             ("starttls.rs", include_str!("starttls.rs")),
+            ("dane.rs", include_str!("dane.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {

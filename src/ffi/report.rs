@@ -8,7 +8,7 @@ use crate::session::report::Report;
 
 /// A negotiation's report (opaque, owned by its session).
 pub struct mailtls_report {
-    src: Report,
+    pub(super) src: Report,
     detail: CString,
     tls_version: Option<CString>,
     cipher: Option<CString>,
@@ -49,7 +49,7 @@ impl mailtls_report {
     }
 }
 
-fn rep<'a>(r: *const mailtls_report) -> &'a mailtls_report {
+pub(super) fn rep<'a>(r: *const mailtls_report) -> &'a mailtls_report {
     // SAFETY: non-NULL report pointers come from `mailtls_session_report` and live
     // as long as documented there.
     unsafe { &*r }

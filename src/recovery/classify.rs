@@ -47,7 +47,7 @@ pub fn classify(f: &Facts<'_>) -> FailureClass {
     use FailureClass as C;
     match f.code {
         Code::Ok => return C::None,
-        Code::CertificateNameMismatch | Code::CertificateUntrusted | Code::CertificateExpired | Code::CertificateInvalid => {
+        Code::CertificateNameMismatch | Code::CertificateUntrusted | Code::CertificateExpired | Code::CertificateInvalid | Code::DaneNoMatch => {
             return C::Certificate
         }
         Code::ReplyInjection | Code::CommandInjection | Code::DowngradeDetected | Code::DowngradeSuspected

@@ -66,8 +66,12 @@ impl Session {
                 }
                 self.io()?;
                 self.started = Some(Instant::now());
+                if let Err(e) = self.make_plan() {
+                    // Decided before the first byte: nothing is sent, no attempt made.
+                    return Err(self.fail(e));
+                }
                 let (rung, sni) = self.first_rung();
-                self.log(LogLevel::Debug, &format!("negotiating under policy {}", self.cfg.policy.name()));
+                self.log(LogLevel::Debug, &format!("negotiating under policy {}", self.policy().name()));
                 self.begin_attempt(rung, sni, self.plaintext_only);
             }
             Stage::Dialogue | Stage::ClientHandshake => {}
@@ -161,7 +165,7 @@ impl Session {
 
     pub(super) fn decide(&mut self, offered: bool) -> Result<()> {
         self.report.starttls_offered = offered;
-        let policy = self.cfg.policy;
+        let policy = self.policy();
         if self.plaintext_only {
             self.dialogue.as_mut().expect("dialogue").finish_plain();
             return Ok(());
@@ -206,7 +210,7 @@ impl Session {
     /// STARTTLS cannot happen. Plaintext only where the policy allows it.
     pub(super) fn preauth(&mut self) -> Result<()> {
         let e = Error::new(Code::PreauthPlaintext, "the server pre-authenticated the connection in plaintext (PREAUTH): STARTTLS is impossible");
-        match self.cfg.policy {
+        match self.policy() {
             Policy::None => {}
             Policy::May if self.will_authenticate && !self.cfg.plaintext_auth && !self.pinned => {
                 // Anyone on the path can forge this greeting to strip STARTTLS; an
@@ -226,7 +230,7 @@ impl Session {
                 self.memo("pinned peer pre-authenticated in plaintext: stripping suspected".into());
                 return Err(Error::new(Code::StrippingSuspected, format!("{} (a pinned peer)", e.detail)));
             }
-            _ => return Err(Error::new(e.code, format!("{}; policy {} requires TLS: closing", e.detail, self.cfg.policy.name()))),
+            _ => return Err(Error::new(e.code, format!("{}; policy {} requires TLS: closing", e.detail, self.policy().name()))),
         }
         self.dialogue.as_mut().expect("dialogue").finish_plain();
         Ok(())
@@ -235,7 +239,7 @@ impl Session {
     pub(super) fn refused(&mut self, e: Error) -> Result<()> {
         // A 250 or 354 to STARTTLS leaves the server in an unknown state (a 354 even
         // means it now reads a message body): never go on, whatever the policy.
-        if self.cfg.policy == Policy::May && e.code != Code::StarttlsBadReply {
+        if self.policy() == Policy::May && e.code != Code::StarttlsBadReply {
             if self.pinned {
                 self.memo("pinned peer refused STARTTLS: no plaintext".into());
                 return Err(Error::new(e.code, format!("{} (a pinned peer: no plaintext)", e.detail)));
@@ -256,10 +260,13 @@ impl Session {
 
     pub(super) fn start_client_tls(&mut self) -> Result<()> {
         let rung = self.next_rung;
-        let ctls = self.cfg.client_tls.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no client TLS config"))?;
-        let name = ServerName::try_from(self.server_name.clone())
+        if self.cfg.client_tls.is_none() {
+            return Err(Error::new(Code::InvalidState, "no client TLS config"));
+        }
+        let name = ServerName::try_from(self.tls_name())
             .map_err(|e| Error::new(Code::InvalidParameter, format!("server name: {e}")))?;
-        let config = ctls.connection_config(rung, self.sni);
+        let configs = self.rung_configs.as_ref().ok_or_else(|| Error::new(Code::InvalidState, "no plan for the handshake"))?;
+        let config = tls::client::ClientTls::connection_config(configs, rung, self.sni);
         self.cert_seen = None;
         let conn = rustls::ClientConnection::new(config, name)
             .map_err(|e| Error::new(Code::TlsConfig, format!("starting TLS: {e}")))?;
@@ -300,7 +307,7 @@ impl Session {
     pub(super) fn client_handshake_done(&mut self) {
         self.record_tls_facts();
         let ctls = self.cfg.client_tls.as_ref().expect("client TLS config");
-        if ctls.enforces() {
+        if ctls.enforces() || self.plan_enforces() {
             self.report.cert_verified = Some(true);
         } else if let (Some(chain), Ok(name)) = (
             self.tls.as_ref().and_then(|c| c.peer_certificates()).map(<[_]>::to_vec),
@@ -314,6 +321,9 @@ impl Session {
                 }
                 None => {}
             }
+        }
+        if let Some(chain) = self.tls.as_ref().and_then(|c| c.peer_certificates()).map(<[_]>::to_vec) {
+            self.check_testing(&chain);
         }
         if let (Some(m), Some(rung)) = (self.memory(), self.rung) {
             let pq = self.report.group.as_deref().is_some_and(|g| g.contains("MLKEM"));
@@ -372,12 +382,13 @@ impl Session {
             }
             // Every plaintext outcome a TLS-capable policy did not choose is a
             // downgrade, and says so in a form a program can match.
-            if let Some(code) = self.report.reason.filter(|&c| c != Code::Ok && self.cfg.policy != Policy::None) {
+            if let Some(code) = self.report.reason.filter(|&c| c != Code::Ok && self.policy() != Policy::None) {
                 self.report.warnings.push(format!("plaintext-downgrade {}: {}", code.name(), self.report.detail));
             }
         }
         self.stage = if tls { Stage::Established } else { Stage::Plain };
         self.record_attempt(Code::Ok, FailureClass::None);
+        self.report.tlsrpt = self.tlsrpt_result();
         self.deadline = None;
         if !tls {
             self.log(LogLevel::Info, &format!("plaintext session ({})", self.report.reason.map(Code::name).unwrap_or("ok")));
@@ -414,7 +425,7 @@ impl Session {
                     | Code::PreauthPlaintext
                     | Code::StrippingSuspected
             )
-            && !(e.code == Code::PreauthPlaintext && self.cfg.policy == Policy::May)
+            && !(e.code == Code::PreauthPlaintext && self.policy() == Policy::May)
         {
             // A polite end to a sane plaintext dialogue; failing to send it changes nothing.
             if let Some(quit) = self.dialogue.as_ref().and_then(Dialogue::quit) {
@@ -443,6 +454,9 @@ impl Session {
         }
         self.record_attempt(e.code, FailureClass::of_dialogue(e.code));
         self.stage = Stage::Failed;
+        if self.role == Role::Client {
+            self.report.tlsrpt = self.tlsrpt_result();
+        }
         self.deadline = None;
         let loud = matches!(
             e.code,

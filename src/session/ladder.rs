@@ -12,7 +12,7 @@ impl Session {
             return f;
         }
         let Some(m) = self.memory() else { return (Rung::Modern, true) };
-        if self.cfg.policy == Policy::None {
+        if self.policy() == Policy::None {
             return (Rung::Modern, true);
         }
         let plan = m.plan(&self.key());
@@ -29,7 +29,7 @@ impl Session {
         } else if plan.rung != Rung::Modern || !plan.sni {
             self.memo(format!("start at rung {}{}", plan.rung.name(), if plan.sni { "" } else { " without SNI" }));
         }
-        if plan.incompatible && self.cfg.policy == Policy::May && !plan.pinned && !self.implicit && !self.app_starttls {
+        if plan.incompatible && self.policy() == Policy::May && !plan.pinned && !self.implicit && !self.app_starttls {
             self.memo("incompatible peer (recently): plaintext without trying STARTTLS".into());
             self.plaintext_only = true;
             self.fallback_reason = Some(Error::new(Code::TlsHandshake, "the peer's TLS is incompatible (remembered)"));
@@ -197,7 +197,7 @@ impl Session {
     /// Under policy may, after a failed handshake: plaintext on a new connection,
     /// unless the peer is pinned or credentials would travel in clear.
     pub(super) fn plaintext_fallback(&mut self, e: Error) -> Result<()> {
-        if self.cfg.policy != Policy::May || self.implicit || self.app_starttls {
+        if self.policy() != Policy::May || self.implicit || self.app_starttls {
             return Err(e);
         }
         if self.pinned {

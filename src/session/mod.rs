@@ -13,15 +13,19 @@
 //! - `ladder`: the attempts across connections, talking to recovery and memory;
 //! - `server`: STARTTLS and implicit TLS on the server side, and its command checks;
 //! - `data`: application data, resume and close;
+//! - `destination`: what the caller knows of the destination (DANE, MTA-STS), the
+//!   plan `auth` makes of it, and the session's TLS-RPT result;
 //! - `report`: the record of what a negotiation did.
 
 mod app_starttls;
 mod client;
 mod data;
+mod destination;
 mod hello;
 mod ladder;
 mod pump;
 pub mod report;
+pub use destination::DestinationName;
 mod server;
 
 use std::io::{self, Read, Write};
@@ -180,6 +184,14 @@ pub struct Session {
     authenticated: bool,
     last_tag: String,
     tls_fatal: bool,
+    /// What the caller said about the destination's DANE and MTA-STS.
+    dest: crate::auth::Destination,
+    /// The policy this session is held to, decided when the negotiation starts.
+    plan: Option<crate::auth::Plan>,
+    /// The rung configs of the plan's certificate check.
+    rung_configs: Option<Arc<tls::client::RungConfigs>>,
+    /// MTA-STS testing: why the certificate would have failed under enforce.
+    testing_failure: Option<Error>,
 }
 
 /// A byte is printable text, as a protocol line would start: never the first byte of
@@ -261,6 +273,10 @@ impl Session {
             authenticated: false,
             last_tag: String::new(),
             tls_fatal: false,
+            dest: Default::default(),
+            plan: None,
+            rung_configs: None,
+            testing_failure: None,
         })
     }
 

@@ -113,6 +113,10 @@ pub struct Report {
     /// Client: what the session contributes to a TLS-RPT report (RFC 8460): the
     /// policy it was held to and, on failure, why. Set when the negotiation ends.
     pub tlsrpt: Option<crate::tlsrpt::SessionResult>,
+    /// Client: the policy the session was held to, after DANE and MTA-STS.
+    pub policy: Option<&'static str>,
+    /// Client: how DANE and MTA-STS made it (one line), when they had a say.
+    pub policy_detail: Option<String>,
 }
 
 impl Report {
@@ -188,7 +192,8 @@ impl Report {
                 "\"starttls_offered\":{},\"tls_version\":{},\"cipher\":{},\"group\":{},\"resumed\":{},\"preauth\":{},",
                 "\"peer_cert\":{},\"capabilities\":{},\"attempts\":[{}],",
                 "\"timings_ms\":{{\"plaintext\":{},\"handshake\":{},\"total\":{}}},\"discarded_after_starttls\":{},",
-                "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{},\"warnings\":{}}}"
+                "\"retry_rung\":{},\"memory_events\":{},\"hello\":{},\"hello_action\":{},\"warnings\":{},",
+                "\"policy\":{},\"policy_detail\":{}}}"
             ),
             json_str(self.outcome().name()),
             json_str(reason.name()),
@@ -217,6 +222,8 @@ impl Report {
                 crate::config::HelloAction::Refuse => "refuse",
             })),
             json_list(&self.warnings),
+            json_opt(self.policy),
+            json_opt(self.policy_detail.as_deref()),
         )
     }
 }

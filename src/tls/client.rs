@@ -10,6 +10,8 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
+use crate::auth::dane::DaneVerifier;
+use crate::auth::Check;
 use crate::error::{Code, Error, Result};
 use crate::recovery::Rung;
 
@@ -65,9 +67,20 @@ pub struct ClientTls {
     /// The verifier that enforces the chain and name (policy verify), or only records (may, encrypt).
     webpki: Option<Arc<WebPkiServerVerifier>>,
     /// The prebuilt config of each rung, with and without SNI; index = rung * 2 + sni_off.
-    rungs: Vec<Arc<ClientConfig>>,
+    rungs: Arc<RungConfigs>,
     enforce: bool,
+    provider: Arc<CryptoProvider>,
+    cache: Arc<rustls::client::ClientSessionMemoryCache>,
+    /// The configs of the DANE and MTA-STS checks met lately, by check: a client
+    /// delivers to the same few MX hosts again and again, and rustls resumes a session
+    /// only under the verifier (the same Arc) that accepted it. Emptied at `CHECKS_MAX`.
+    checks: parking_lot::Mutex<std::collections::HashMap<Check, Arc<RungConfigs>>>,
 }
+
+/// One config per rung and SNI setting; index = rung * 2 + sni_off.
+pub type RungConfigs = Vec<Arc<ClientConfig>>;
+
+const CHECKS_MAX: usize = 256;
 
 impl ClientTls {
     /// Builds the client TLS side. With `enforce` the chain and name are checked by
@@ -100,39 +113,44 @@ impl ClientTls {
         // One session cache for every rung that resumes: a ticket from one rung is
         // offered by the next where rustls allows it.
         let cache = Arc::new(rustls::client::ClientSessionMemoryCache::new(256));
-        // One verifier for every connection: rustls resumes a session only with the
-        // very verifier (the same Arc) that accepted it.
-        let recorder: Arc<dyn ServerCertVerifier> = Arc::new(Recorder { inner: verifier.clone() });
-        let mut rungs = Vec::new();
-        for rung in Rung::ALL {
-            for sni in [true, false] {
-                let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(*provider).clone() });
-                let mut cfg = ClientConfig::builder_with_provider(rung_provider)
-                    .with_protocol_versions(rung.versions())
-                    .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
-                    .dangerous()
-                    .with_custom_certificate_verifier(recorder.clone())
-                    .with_no_client_auth();
-                cfg.resumption = rustls::client::Resumption::store(cache.clone());
-                cfg.enable_sni = sni;
-                rung.adjust(&mut cfg);
-                rungs.push(Arc::new(cfg));
-            }
+        let rungs = Arc::new(build_rungs(&provider, verifier, &cache)?);
+        Ok(ClientTls { webpki, rungs, enforce, provider, cache, checks: Default::default() })
+    }
+
+    /// The configs for a DANE or MTA-STS check (`Check::Config`: the config's own).
+    pub fn configs_for(&self, check: &Check) -> Result<Arc<RungConfigs>> {
+        let verifier: Arc<dyn ServerCertVerifier> = match check {
+            Check::Config => return Ok(self.rungs.clone()),
+            Check::Dane(records, names) => Arc::new(DaneVerifier::new(records, names, self.provider.clone())),
+            Check::WebPki(names) => match &self.webpki {
+                Some(w) => Arc::new(NamedWebPki { inner: w.clone(), names: names.clone() }),
+                None => {
+                    return Err(Error::new(
+                        Code::TrustAnchors,
+                        "MTA-STS enforce needs trust anchors to check the certificate, and none could be loaded",
+                    ))
+                }
+            },
+        };
+        if let Some(c) = self.checks.lock().get(check) {
+            return Ok(c.clone());
         }
-        Ok(ClientTls { webpki, rungs, enforce })
+        let configs = Arc::new(build_rungs(&self.provider, verifier, &self.cache)?);
+        let mut checks = self.checks.lock();
+        if checks.len() >= CHECKS_MAX {
+            checks.clear();
+        }
+        checks.insert(check.clone(), configs.clone());
+        Ok(configs)
     }
 
-    /// The config for a rung of the ladder, with or without SNI.
-    pub fn config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
-        self.rungs[rung as usize * 2 + usize::from(!sni)].clone()
-    }
-
-    /// The config of a rung for one connection. Its verifier also hands the certificate
-    /// the server presented to [`take_seen_certificate`] (a rejected certificate is the
-    /// one a report most needs to show); the session collects it after each step.
-    pub fn connection_config(&self, rung: Rung, sni: bool) -> Arc<ClientConfig> {
+    /// The config of a rung for one connection, from `configs` (the config's own or a
+    /// check's). Its verifier also hands the certificate the server presented to
+    /// [`take_seen_certificate`] (a rejected certificate is the one a report most
+    /// needs to show); the session collects it after each step.
+    pub fn connection_config(configs: &RungConfigs, rung: Rung, sni: bool) -> Arc<ClientConfig> {
         take_seen_certificate();
-        self.config(rung, sni)
+        configs[rung as usize * 2 + usize::from(!sni)].clone()
     }
 
     /// Whether the handshake itself enforces chain and name.
@@ -151,6 +169,84 @@ impl ClientTls {
                 .map(|_| ())
                 .map_err(|e| crate::tls::map_error(&e, "certificate check")),
         )
+    }
+}
+
+/// Builds the config of every rung, with and without SNI, around one verifier: rustls
+/// resumes a session only with the very verifier (the same Arc) that accepted it.
+fn build_rungs(
+    provider: &Arc<CryptoProvider>,
+    verifier: Arc<dyn ServerCertVerifier>,
+    cache: &Arc<rustls::client::ClientSessionMemoryCache>,
+) -> Result<RungConfigs> {
+    let recorder: Arc<dyn ServerCertVerifier> = Arc::new(Recorder { inner: verifier });
+    let mut rungs = Vec::new();
+    for rung in Rung::ALL {
+        for sni in [true, false] {
+            let rung_provider = Arc::new(CryptoProvider { kx_groups: rung.kx_groups(), ..(**provider).clone() });
+            let mut cfg = ClientConfig::builder_with_provider(rung_provider)
+                .with_protocol_versions(rung.versions())
+                .map_err(|e| Error::new(Code::TlsConfig, e.to_string()))?
+                .dangerous()
+                .with_custom_certificate_verifier(recorder.clone())
+                .with_no_client_auth();
+            cfg.resumption = rustls::client::Resumption::store(cache.clone());
+            cfg.enable_sni = sni;
+            rung.adjust(&mut cfg);
+            rungs.push(Arc::new(cfg));
+        }
+    }
+    Ok(rungs)
+}
+
+/// The trust anchors' chain check for names of our choosing rather than the name
+/// the connection was opened for (MTA-STS: the MX host, whatever SNI says).
+#[derive(Debug)]
+struct NamedWebPki {
+    inner: Arc<WebPkiServerVerifier>,
+    names: Vec<String>,
+}
+
+impl ServerCertVerifier for NamedWebPki {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let mut last = rustls::Error::General("no name to check the certificate against".into());
+        for name in &self.names {
+            let Ok(sn) = ServerName::try_from(name.clone()) else { continue };
+            match self.inner.verify_server_cert(end_entity, intermediates, &sn, ocsp_response, now) {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 

@@ -28,6 +28,11 @@ pub fn map_error(e: &rustls::Error, during: &str) -> Error {
             C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
                 Code::CertificateExpired
             }
+            // A DANE or MTA-STS verdict keeps its own code.
+            C::Other(o) => match o.0.downcast_ref::<crate::auth::AuthFailure>() {
+                Some(f) => return Error::new(f.code, format!("{during}: {}", f.detail)),
+                None => Code::CertificateInvalid,
+            },
             _ => Code::CertificateInvalid,
         },
         rustls::Error::AlertReceived(_) => Code::TlsAlertReceived,
@@ -53,6 +58,12 @@ pub fn rfc8460_result_type(code: Code) -> Option<&'static str> {
         Code::CertificateNameMismatch => "certificate-host-mismatch",
         Code::CertificateUntrusted => "certificate-not-trusted",
         Code::CertificateExpired => "certificate-expired",
+        Code::DaneNoMatch => "certificate-not-trusted",
+        Code::DnssecBogus => "dnssec-invalid",
+        Code::DaneRequired => "dane-required",
+        Code::TlsaUnusable => "tlsa-invalid",
+        Code::StsPolicyInvalid => "sts-policy-invalid",
+        Code::StsMxMismatch => "validation-failure",
         Code::StarttlsBadReply
         | Code::ReplyInjection
         | Code::NotTls
