@@ -17,6 +17,7 @@
 #   dns_record mx.test "@ 300 MX 10 mail.mx.test."
 #   dns_record mx.test "mail 300 A 127.0.0.1"
 #   dns_record mx.test "_25._tcp.mail 300 TLSA $(tlsa_rdata 3 1 1 cert.pem)"
+#   (or dns_mx, dns_host, dns_tlsa: the same lines, shorter)
 #   dns_start                       # signs, starts NSD and Unbound, checks each zone
 #   ...                             # dig, mailtls-dnslookup, Postfix
 #   dns_stop                        # also from an EXIT trap; idempotent
@@ -132,6 +133,14 @@ dns_record() {
   fi
   printf '%s\n' "$2" >>"$(_dns_zone_file "$zone")"
 }
+
+# Shorthands for dns_record, with absolute host names (no final dot needed):
+#   dns_mx ZONE PREF HOST          ZONE's apex MX
+#   dns_host ZONE HOST [ADDR]      HOST's A record (127.0.0.1 by default)
+#   dns_tlsa ZONE HOST PORT RDATA  TLSA at _PORT._tcp.HOST (RDATA: "U S M hex", tlsa_rdata)
+dns_mx() { dns_record "$1" "@ 300 MX $2 ${3%.}."; }
+dns_host() { dns_record "$1" "${2%.}. 300 A ${3:-127.0.0.1}"; }
+dns_tlsa() { dns_record "$1" "_$3._tcp.${2%.}. 300 TLSA $4"; }
 
 # tlsa_rdata USAGE SELECTOR MTYPE CERT.pem: prints the TLSA rdata "U S M hex" for the
 # first certificate in CERT.pem. SELECTOR 0: the whole certificate (DER), 1: its
