@@ -9,7 +9,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC INCDIR BUILD
 
-.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test dane-dns-test dane-postfix real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
 .PHONY: shlib man stage install install-lib install-tools uninstall install-test msmtp FORCE
 
 all: lib examples
@@ -43,6 +43,16 @@ examples-test: lib examples
 	bash tests/examples/client-redis-memory.sh
 	bash tests/examples/client-safety.sh
 	bash tests/examples/mailbox-junk.sh
+
+# The DANE tests' DNS: a private DNSSEC hierarchy (NSD, Unbound) in a network
+# namespace of the test's own, looked up by mailtls-dnslookup on libunbound.
+dane-dns-test: examples
+	bash tests/dane/dns-selftest.sh
+
+# Postfix at dane-only relaying to mailtls-server through that DNS; after
+# real-servers in make test, whose script installs Postfix (skipped without it).
+dane-postfix: examples
+	bash tests/dane/postfix.sh
 
 # Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
 # client) against mailtls-server, session resumption across its forked children
@@ -79,7 +89,7 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test msmtp fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test dane-dns-test real-clients real-servers dane-postfix bench-smoke check-abi install-test msmtp fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- The shared library, as installed ---------------------------------------------

@@ -34,15 +34,29 @@ have man || need+=(man-db)
 have autoreconf || need+=(autoconf)
 have automake || need+=(automake)
 have autopoint || need+=(autopoint)
+# DANE tests (tests/dane): a private DNSSEC hierarchy served by NSD (presigned zones,
+# nothing else to configure) from zones signed with ldns-signzone, whose -e/-i give
+# the expired signatures of the bogus zone (Knot signs zones itself and keeps them
+# valid, the opposite of what that zone needs); Unbound validates it, libunbound is
+# the example client's resolver (examples-c/dns-lookup.c), dig is for diagnosis.
+# unshare and ip (util-linux, iproute2) put each test in its own network namespace.
+[ -x /usr/sbin/nsd ] || need+=(nsd)
+have ldns-signzone || need+=(ldnsutils)
+[ -x /usr/sbin/unbound ] || need+=(unbound)
+[ -e /usr/include/unbound.h ] || need+=(libunbound-dev)
+have dig || need+=(bind9-dnsutils)
+have unshare || need+=(util-linux)
+[ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: installing ${need[*]}"
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   export DEBIAN_FRONTEND=noninteractive
-  # redis-server's package would start a system Redis on port 6379; the tests run
-  # their own on a free port, so services are kept from starting for the install
-  # (a policy-rc.d, when the machine has none, as install-real-servers.sh does).
+  # redis-server's package would start a system Redis on port 6379, nsd's and
+  # unbound's a DNS server on port 53; the tests run their own, so services are kept
+  # from starting for the install (a policy-rc.d, when the machine has none, as
+  # install-real-servers.sh does).
   POLICY=/usr/sbin/policy-rc.d
   ours=0
   if [ ! -e $POLICY ]; then
@@ -57,6 +71,12 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
   restore
   trap - EXIT
+  # A machine whose own policy-rc.d lets services start: the DNS servers just
+  # installed are stopped, nothing of ours may answer on the host's port 53.
+  for svc in nsd unbound; do
+    case " ${need[*]} " in *" $svc "*) ;; *) continue ;; esac
+    if pgrep -x "$svc" >/dev/null; then $SUDO invoke-rc.d --force "$svc" stop >/dev/null 2>&1 || true; fi
+  done
 fi
 
 have cargo || { echo "install-deps: cargo (Rust toolchain) is required and cannot be installed here" >&2; exit 1; }
