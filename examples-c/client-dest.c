@@ -10,6 +10,7 @@
 
 #include "client-dest.h"
 #include "common.h"
+#include "dns-lookup.h"
 
 int dest_given(const struct dest_args *d)
 {
@@ -22,6 +23,41 @@ static int fail(const char *prog, const char *opt, const char *what, mailtls_ses
     *status = code;
     return -1;
 }
+
+static struct dns_destination found;
+static void free_found(void) { dns_destination_free(&found); }
+
+int dest_lookup(struct dest_args *d, const char *domain, unsigned port, const char *prog)
+{
+    atexit(free_found);
+    if (dns_lookup_destination(d->dns, d->dns_anchor, domain, port, &found) < 0) {
+        fprintf(stderr, "%s: --dns %s: %s: %s\n", prog, d->dns, domain, found.why);
+        return EX_TEMPFAIL;
+    }
+    fprintf(stderr, "%s: %s: MX %s at %s, TLSA base %s, %zu TLSA record(s), DNSSEC %s%s%s\n", prog, domain,
+            found.mx_host, found.address[0] ? found.address : "-", found.tlsa_base[0] ? found.tlsa_base : "-",
+            found.ntlsa, found.dnssec, found.why[0] ? ": " : "", found.why);
+    d->found = &found;
+    return 0;
+}
+
+/* What --dns found, into the session. */
+static int apply_found(const struct dns_destination *f, mailtls_session *s, const char *prog, int *status)
+{
+    for (size_t i = 0; i < f->ntlsa; i++)
+        if (mailtls_session_add_tlsa_text(s, f->tlsa[i]) != MAILTLS_RESULT_OK)
+            return fail(prog, "--dns TLSA record", NULL, s, status, EX_DATAERR);
+    uint32_t v = strcmp(f->dnssec, "secure") == 0 ? MAILTLS_DNSSEC_SECURE
+                 : strcmp(f->dnssec, "bogus") == 0 ? MAILTLS_DNSSEC_BOGUS
+                                                   : MAILTLS_DNSSEC_INSECURE;
+    if (mailtls_session_set_dnssec(s, v) != MAILTLS_RESULT_OK ||
+        (f->mx_host[0] && mailtls_session_set_mx_host(s, f->mx_host) != MAILTLS_RESULT_OK) ||
+        (f->tlsa_base[0] && mailtls_session_set_tlsa_base(s, f->tlsa_base) != MAILTLS_RESULT_OK) ||
+        (f->next_hop[0] && mailtls_session_set_next_hop(s, f->next_hop) != MAILTLS_RESULT_OK))
+        return fail(prog, "--dns", NULL, s, status, EX_DATAERR);
+    return 0;
+}
+
 
 /* Every record line of FILE: blank lines and # comments are skipped. */
 static int add_tlsa_file(const char *path, mailtls_session *s, const char *prog, int *status)
@@ -80,6 +116,8 @@ static int set_sts(const char *path, mailtls_session *s, const char *prog, int *
 
 int dest_apply(const struct dest_args *d, mailtls_session *s, const char *prog, int *status)
 {
+    if (d->found && apply_found(d->found, s, prog, status) < 0)
+        return -1;
     if (d->tlsa_file && add_tlsa_file(d->tlsa_file, s, prog, status) < 0)
         return -1;
     if (d->dnssec) {

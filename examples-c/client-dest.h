@@ -16,7 +16,18 @@ struct dest_args {
     const char *tlsa_base;    /* --tlsa-base NAME */
     const char *next_hop;     /* --next-hop DOMAIN */
     const char *mta_sts_file; /* --mta-sts FILE: the policy body */
+    const char *dns;          /* --dns ADDR[@PORT]: look the destination up (dns-lookup.c) */
+    const char *dns_anchor;   /* --dns-anchor FILE: the trust anchor libunbound validates with */
+    struct dns_destination *found; /* what --dns found (dest_lookup) */
 };
+
+struct dns_destination;
+
+/* --dns: looks up the MX of `domain`, its address and its TLSA records for `port`;
+ * the MX host and address are then where the client goes. 0, or main's exit status
+ * (EX_TEMPFAIL: the lookup failed; a bogus answer is not a failure here, the library
+ * defers on it). */
+int dest_lookup(struct dest_args *d, const char *domain, unsigned port, const char *prog);
 
 /* Whether any destination option was given. */
 int dest_given(const struct dest_args *d);

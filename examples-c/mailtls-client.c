@@ -7,7 +7,7 @@
  *   mailtls-client [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]
  *                  [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]
  *                  [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]
- *                  [--next-hop DOMAIN] [--mta-sts FILE]
+ *                  [--next-hop DOMAIN] [--mta-sts FILE] [--dns ADDR[@PORT] [--dns-anchor FILE]]
  *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]
  *                  [--from ADDR --to ADDR... --message FILE]
  *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
@@ -41,6 +41,7 @@
 
 #include "client-dest.h"
 #include "common.h"
+#include "dns-lookup.h"
 #include "mailbox-client.h"
 #include "redis-store.h"
 
@@ -57,7 +58,7 @@ static void usage(FILE *f)
             "usage: %s [--proto smtp|lmtp|imap|pop3|nntp|sieve] [--implicit]\n"
             "                      [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]\n"
             "                      [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]\n"
-            "                      [--next-hop DOMAIN] [--mta-sts FILE]\n"
+            "                      [--next-hop DOMAIN] [--mta-sts FILE] [--dns ADDR[@PORT] [--dns-anchor FILE]]\n"
             "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]\n"
             "                      [--from ADDR --to ADDR... --message FILE]\n"
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
@@ -82,6 +83,10 @@ static void usage(FILE *f)
             "  --mta-sts FILE  the MTA-STS policy body fetched for the next-hop domain (RFC 8461):\n"
             "                enforce requires a certificate valid for the MX host, which must\n"
             "                match an mx line; testing delivers and reports; DANE decides first\n"
+            "  --dns ADDR[@PORT]  HOST is a domain: look up its MX, the MX host's address and\n"
+            "                its TLSA records (_PORT._tcp) through this resolver with libunbound,\n"
+            "                validating with --dns-anchor FILE (a DS or DNSKEY trust anchor), and\n"
+            "                hand them to the library (instead of --tlsa, --dnssec, --mx-host)\n"
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
@@ -856,11 +861,12 @@ struct args {
     const char *user, *pass, *forget, *export_to, *import_from;
     const char *memredis;
     struct dest_args dest;
+    const char *connect_to; /* --dns: the MX host's address (HOST is then the MX host) */
 };
 
 enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
        O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
-       O_TOTAL_TIMEOUT, O_MEMORY_REDIS, O_TLSA, O_DNSSEC, O_MX_HOST, O_TLSA_BASE, O_NEXT_HOP, O_MTA_STS };
+       O_TOTAL_TIMEOUT, O_MEMORY_REDIS, O_TLSA, O_DNSSEC, O_MX_HOST, O_TLSA_BASE, O_NEXT_HOP, O_MTA_STS, O_DNS, O_DNS_ANCHOR };
 
 static const struct option longopts[] = {
     {"proto", required_argument, NULL, O_PROTO},
@@ -889,6 +895,8 @@ static const struct option longopts[] = {
     {"tlsa-base", required_argument, NULL, O_TLSA_BASE},
     {"next-hop", required_argument, NULL, O_NEXT_HOP},
     {"mta-sts", required_argument, NULL, O_MTA_STS},
+    {"dns", required_argument, NULL, O_DNS},
+    {"dns-anchor", required_argument, NULL, O_DNS_ANCHOR},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -963,6 +971,8 @@ static int parse_args(int argc, char **argv, struct args *a)
         case O_TLSA_BASE: a->dest.tlsa_base = optarg; break;
         case O_NEXT_HOP: a->dest.next_hop = optarg; break;
         case O_MTA_STS: a->dest.mta_sts_file = optarg; break;
+        case O_DNS: a->dest.dns = optarg; break;
+        case O_DNS_ANCHOR: a->dest.dns_anchor = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
@@ -1151,8 +1161,11 @@ static int run(const struct args *a, const mailtls_config *cfg, mailtls_session 
     char err[512];
     uint32_t rc;
     int status;
-    int fd = connect_tcp(host, port, (unsigned)a->timeout, err, sizeof err);
-    if (fd < 0) {
+    const char *to = a->connect_to ? a->connect_to : host;
+    /* A bogus DNS answer may leave no address: the library defers on it before any
+     * connection is needed. */
+    int fd = a->connect_to && !*a->connect_to ? -2 : connect_tcp(to, port, (unsigned)a->timeout, err, sizeof err);
+    if (fd == -1) {
         fprintf(stderr, "%s: %s\n", prog, err);
         if (a->json)
             print_local_json(MAILTLS_RESULT_CONNECT, err);
@@ -1162,8 +1175,8 @@ static int run(const struct args *a, const mailtls_config *cfg, mailtls_session 
         return EX_TEMPFAIL;
     }
 
-    struct redial rd = {.host = host, .timeout = (unsigned)a->timeout};
-    rc = mailtls_session_set_fd(s, fd);
+    struct redial rd = {.host = to, .timeout = (unsigned)a->timeout};
+    rc = fd >= 0 ? mailtls_session_set_fd(s, fd) : MAILTLS_RESULT_OK;
     if (rc == MAILTLS_RESULT_OK && a->implicit)
         rc = mailtls_session_set_implicit_tls(s, true);
     if (rc == MAILTLS_RESULT_OK && a->user) /* no password in plaintext unless --plaintext-auth */
@@ -1238,6 +1251,16 @@ int main(int argc, char **argv)
     bool eightbit;
     if ((status = load_message(&a, &wire, &eightbit)) != 0)
         return status;
+    if (a.dest.dns) {
+        if (a.dest.tlsa_file || a.dest.dnssec || a.dest.mx_host || a.dest.tlsa_base || a.dest.next_hop || a.servername)
+            die_usage("--dns looks the destination up: no --tlsa, --dnssec, --mx-host, --tlsa-base, --next-hop, --servername");
+        if ((status = dest_lookup(&a.dest, host, port, prog)) != 0)
+            return status;
+        a.connect_to = a.dest.found->address;
+        snprintf(host, sizeof host, "%s", a.dest.found->mx_host);
+    } else if (a.dest.dns_anchor) {
+        die_usage("--dns-anchor goes with --dns");
+    }
     const mailtls_config *cfg = NULL;
     if ((status = build_config(&a, &cfg)) != 0)
         return status;

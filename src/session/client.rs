@@ -64,12 +64,13 @@ impl Session {
                 if self.role != Role::Client {
                     return Err(Error::new(Code::InvalidState, "negotiate is for client sessions"));
                 }
-                self.io()?;
                 self.started = Some(Instant::now());
                 if let Err(e) = self.make_plan() {
-                    // Decided before the first byte: nothing is sent, no attempt made.
+                    // Decided before the first byte, even before a connection is
+                    // needed: nothing is sent, no attempt made.
                     return Err(self.fail(e));
                 }
+                self.io()?;
                 let (rung, sni) = self.first_rung();
                 self.log(LogLevel::Debug, &format!("negotiating under policy {}", self.policy().name()));
                 self.begin_attempt(rung, sni, self.plaintext_only);

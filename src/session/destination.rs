@@ -132,8 +132,9 @@ impl Session {
             result_type: rt.or_else(|| tls::rfc8460_result_type(code)).unwrap_or("validation-failure").to_string(),
             receiving_mx_hostname: Some(self.dest.mx_host.clone().unwrap_or_else(|| self.server_name.clone())),
             receiving_ip: self.host.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string()),
-            failure_reason_code: Some(code.name().to_string()),
-            additional_information: Some(detail.to_string()),
+            // RFC 8460 section 4.4: failure-reason-code is the text of the error;
+            // additional-information is a URI, which we have none of.
+            failure_reason_code: Some(format!("{}: {detail}", code.name())),
             ..Failure::default()
         };
         let failure = match (outcome, reason) {
