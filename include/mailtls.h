@@ -162,6 +162,10 @@ enum mailtls_result
    */
   MAILTLS_RESULT_BUFFER_TOO_SMALL = 105,
   /*
+   A TLS-RPT record line is malformed (the detail says where and why).
+   */
+  MAILTLS_RESULT_TLSRPT_RECORD_INVALID = 106,
+  /*
    The certificate chain could not be read or parsed.
    */
   MAILTLS_RESULT_CERTIFICATE_LOAD = 200,
