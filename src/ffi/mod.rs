@@ -23,6 +23,8 @@ pub mod session;
 pub mod tickets;
 // Last, so that the header keeps the order it had before this file.
 pub mod starttls;
+// After it, for the same reason.
+pub mod tlsrpt;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -135,6 +137,7 @@ mod tests {
             ("tickets.rs", include_str!("tickets.rs")),
             ("lmdb.rs", include_str!("lmdb.rs")),
             ("starttls.rs", include_str!("starttls.rs")),
+            ("tlsrpt.rs", include_str!("tlsrpt.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {

@@ -137,6 +137,39 @@ impl Aggregate {
     }
 }
 
+impl Aggregate {
+    /// Writes [`Aggregate::to_json`] and a line end to `path`, replacing it whole:
+    /// the report goes to a file beside it first (created, mode 0644: a report is
+    /// sent to the policy domain, nothing in it is secret from the host), is synced,
+    /// and takes the name by rename, so a reader never sees half a report.
+    pub fn write_file(&self, start_unix: u64, end_unix: u64, report_id: &str, path: &std::path::Path) -> Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let json = self.to_json(start_unix, end_unix, report_id)?;
+        let io = |e: std::io::Error, what: &std::path::Path| Error::new(Code::Io, format!("TLS-RPT report: {}: {e}", what.display()));
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp{}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o644).open(&tmp)?;
+            f.write_all(json.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            // Not ours to remove when create_new found it there.
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            return Err(io(e, &tmp));
+        }
+        std::fs::rename(&tmp, path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io(e, path)
+        })
+    }
+}
+
 impl SessionResult {
     /// Whether the result can go into a report: a policy domain, and on failure a
     /// result type of RFC 8460 section 4.3.
