@@ -133,7 +133,7 @@ check-abi: $(SHLIB)
 # ---- Man pages ------------------------------------------------------------------
 # man3 from the header's doc comments (one page per function and the overview
 # mailtls(3)), man1 from each example tool's --help, built for this profile.
-TOOLS    := mailtls-client mailtls-server
+TOOLS    := mailtls-client mailtls-server mailtls-tlsrpt
 # The pages' date: the header's last change (reproducible), else today.
 MANDATE  := $(or $(shell git log -1 --format=%cs -- include/mailtls.h 2>/dev/null),$(shell date -u +%Y-%m-%d))
 
@@ -154,7 +154,7 @@ man: $(STAGE)/man/man3/mailtls.3 $(TOOLS:%=$(STAGE)/man/man1/%.1)
 # ---- Installing -----------------------------------------------------------------
 # `make install PREFIX=/usr DESTDIR=/tmp/pkg LIBDIR=/usr/lib/x86_64-linux-gnu`, as a
 # distribution packages it: the shared library with its soname links, the static
-# library, the header, mailtls.pc, the man pages, and the two example tools
+# library, the header, mailtls.pc, the man pages, and the example tools
 # (install-lib and install-tools install each half). `make stage` builds all of it.
 PREFIX       ?= /usr/local
 EXEC_PREFIX   = $(PREFIX)
@@ -193,7 +193,8 @@ install-lib: $(SHLIB) $(STAGE)/mailtls.pc $(STAGE)/man/man3/mailtls.3
 
 # The tools go with the library: mailtls-client is how an administrator lists and
 # clears the intolerance memory file an MTA keeps (--list-memory, --forget), and a
-# reference peer for STARTTLS trouble; a distribution would ship them apart, as
+# reference peer for STARTTLS trouble, mailtls-tlsrpt writes the TLS-RPT report of
+# an MTA's session records; a distribution would ship them apart, as
 # mailtls-tools (they link libssl and libhiredis, the library does not).
 install-tools: $(TOOLS:%=$(STAGE)/bin/%) $(TOOLS:%=$(STAGE)/man/man1/%.1)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1

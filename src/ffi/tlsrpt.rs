@@ -86,7 +86,7 @@ pub extern "C" fn mailtls_tlsrpt_add_record(a: *mut mailtls_tlsrpt, line: *const
         // SAFETY: a NUL-terminated string (checked non-NULL).
         let line = match unsafe { c_str(line) } {
             Ok(l) => l,
-            Err(_) => return a.fail(Error::new(Code::TlsrptRecordInvalid, "TLS-RPT record: not UTF-8")),
+            Err(_) => return a.fail(Error::new(Code::TlsrptRecordInvalid, "not UTF-8")),
         };
         match a.agg.add_line(line) {
             Ok(()) => mailtls_result::Ok,

@@ -174,7 +174,7 @@ impl SessionResult {
     /// Whether the result can go into a report: a policy domain, and on failure a
     /// result type of RFC 8460 section 4.3.
     pub fn check(&self) -> Result<()> {
-        let bad = |why: String| Error::new(Code::TlsrptRecordInvalid, format!("TLS-RPT record: {why}"));
+        let bad = |why: String| Error::new(Code::TlsrptRecordInvalid, why);
         if self.policy.policy_domain.is_empty() {
             return Err(bad("empty policy-domain".into()));
         }

@@ -53,7 +53,7 @@ struct Line {
 }
 
 fn bad(why: impl std::fmt::Display) -> Error {
-    Error::new(Code::TlsrptRecordInvalid, format!("TLS-RPT record: {why}"))
+    Error::new(Code::TlsrptRecordInvalid, why.to_string())
 }
 
 impl SessionResult {
