@@ -9,7 +9,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC INCDIR BUILD
 
-.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test tlsrpt-test real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
 .PHONY: shlib man stage install install-lib install-tools uninstall install-test msmtp FORCE
 
 all: lib examples
@@ -43,6 +43,11 @@ examples-test: lib examples
 	bash tests/examples/client-redis-memory.sh
 	bash tests/examples/client-safety.sh
 	bash tests/examples/mailbox-junk.sh
+
+# mailtls-tlsrpt's RFC 8460 reports from record files, validated against our JSON
+# Schema transcription of RFC 8460 section 4.4 (Debian's python3-jsonschema).
+tlsrpt-test: deps lib examples
+	bash tests/tlsrpt/run.sh
 
 # Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
 # client) against mailtls-server, session resumption across its forked children
@@ -79,7 +84,7 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test real-clients real-servers bench-smoke check-abi install-test msmtp fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test tlsrpt-test real-clients real-servers bench-smoke check-abi install-test msmtp fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- The shared library, as installed ---------------------------------------------
