@@ -151,9 +151,9 @@ pub extern "C" fn mailtls_tlsrpt_time_range(
     })
 }
 
-/// Writes the RFC 8460 section 4.4 report of the sessions whose time is in
-/// [`start`, `end`) (seconds since the epoch; the others are in no count) as one
-/// line of JSON, NUL-terminated, into `buf` of `cap` bytes. "end-datetime" is
+/// Writes the RFC 8460 section 4.4 report of a time range into `buf` of `cap`
+/// bytes, as one line of JSON, NUL-terminated. It counts the sessions whose time
+/// is in [`start`, `end`) (seconds since the epoch), and no other. "end-datetime" is
 /// written as the range's last second (`end` - 1: 23:59:59Z for a day). The range
 /// RFC 8460 section 4.1 asks for is one UTC day, 00:00 to 24:00. `report_id` is the
 /// report's unique "report-id".
