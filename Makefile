@@ -9,7 +9,7 @@ INCDIR   := $(CURDIR)/include
 BUILD    := $(CURDIR)/build
 export CC INCDIR BUILD
 
-.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test dane-dns-test dane-postfix real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
+.PHONY: all deps lib check-header check-abi rust-test ffi-test examples examples-test dane-dns-test tlsrpt-test dane-postfix real-clients real-servers bench bench-smoke fuzz fuzz-smoke demo test clean
 .PHONY: shlib man stage install install-lib install-tools uninstall install-test msmtp FORCE
 
 all: lib examples
@@ -54,6 +54,11 @@ dane-dns-test: examples
 dane-postfix: examples
 	bash tests/dane/postfix.sh
 
+# mailtls-tlsrpt's RFC 8460 reports from record files, validated against our JSON
+# Schema transcription of RFC 8460 section 4.4 (Debian's python3-jsonschema).
+tlsrpt-test: deps lib examples
+	bash tests/tlsrpt/run.sh
+
 # Real SMTP clients (swaks, openssl, curl, smtplib, gnutls-cli, a legacy SSLv2-hello
 # client) against mailtls-server, session resumption across its forked children
 # (openssl, gnutls-cli), then real IMAP, POP3, NNTP and ManageSieve clients
@@ -89,7 +94,7 @@ fuzz-smoke: deps
 demo: deps examples
 	bash scripts/demo.sh
 
-test: deps check-header rust-test ffi-test examples-test dane-dns-test real-clients real-servers dane-postfix bench-smoke check-abi install-test msmtp fuzz-smoke
+test: deps check-header rust-test ffi-test examples-test tlsrpt-test dane-dns-test real-clients real-servers dane-postfix bench-smoke check-abi install-test msmtp fuzz-smoke
 	@echo "make test: all suites passed"
 
 # ---- The shared library, as installed ---------------------------------------------
@@ -143,7 +148,7 @@ check-abi: $(SHLIB)
 # ---- Man pages ------------------------------------------------------------------
 # man3 from the header's doc comments (one page per function and the overview
 # mailtls(3)), man1 from each example tool's --help, built for this profile.
-TOOLS    := mailtls-client mailtls-server
+TOOLS    := mailtls-client mailtls-server mailtls-tlsrpt
 # The pages' date: the header's last change (reproducible), else today.
 MANDATE  := $(or $(shell git log -1 --format=%cs -- include/mailtls.h 2>/dev/null),$(shell date -u +%Y-%m-%d))
 
@@ -164,7 +169,7 @@ man: $(STAGE)/man/man3/mailtls.3 $(TOOLS:%=$(STAGE)/man/man1/%.1)
 # ---- Installing -----------------------------------------------------------------
 # `make install PREFIX=/usr DESTDIR=/tmp/pkg LIBDIR=/usr/lib/x86_64-linux-gnu`, as a
 # distribution packages it: the shared library with its soname links, the static
-# library, the header, mailtls.pc, the man pages, and the two example tools
+# library, the header, mailtls.pc, the man pages, and the example tools
 # (install-lib and install-tools install each half). `make stage` builds all of it.
 PREFIX       ?= /usr/local
 EXEC_PREFIX   = $(PREFIX)
@@ -203,7 +208,8 @@ install-lib: $(SHLIB) $(STAGE)/mailtls.pc $(STAGE)/man/man3/mailtls.3
 
 # The tools go with the library: mailtls-client is how an administrator lists and
 # clears the intolerance memory file an MTA keeps (--list-memory, --forget), and a
-# reference peer for STARTTLS trouble; a distribution would ship them apart, as
+# reference peer for STARTTLS trouble, mailtls-tlsrpt writes the TLS-RPT report of
+# an MTA's session records; a distribution would ship them apart, as
 # mailtls-tools (they link libssl and libhiredis, the library does not).
 install-tools: $(TOOLS:%=$(STAGE)/bin/%) $(TOOLS:%=$(STAGE)/man/man1/%.1)
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1

@@ -2,10 +2,13 @@
 #include "common.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 /* ---- growable buffer ---- */
 
@@ -464,4 +467,51 @@ int b64_encode(const uint8_t *in, size_t n, char *out, size_t cap)
     }
     out[o] = '\0';
     return (int)o;
+}
+
+/* ---- TLS-RPT records ---- */
+
+int tlsrpt_record_write(const char *dir, const char *line)
+{
+    static unsigned long n; /* per process; the pid tells processes apart */
+    char tmp[4096], name[4096];
+    if (!dir || !line || snprintf(tmp, sizeof tmp, "%s/.tlsrpt-XXXXXX", dir) >= (int)sizeof tmp) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(line);
+    int err = 0;
+    const char *p = line;
+    for (size_t left = len + 1; left > 0 && !err;) {
+        /* The line, then its line end. */
+        ssize_t w = left > 1 ? write(fd, p, left - 1) : write(fd, "\n", 1);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            err = w < 0 ? errno : EIO;
+            break;
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (!err && fsync(fd) != 0)
+        err = errno;
+    if (close(fd) != 0 && !err)
+        err = errno;
+    for (int tries = 0; !err; tries++) {
+        snprintf(name, sizeof name, "%s/%lld-%ld-%lu.tlsrpt", dir, (long long)time(NULL), (long)getpid(), n++);
+        if (link(tmp, name) == 0)
+            break;
+        if (errno != EEXIST || tries >= 100)
+            err = errno;
+    }
+    unlink(tmp);
+    if (err) {
+        errno = err;
+        return -1;
+    }
+    return 0;
 }

@@ -92,4 +92,16 @@ bool printable_token(const char *s, size_t max);
 int b64_decode(const char *in, size_t n, uint8_t *out, size_t cap, size_t *outlen);
 int b64_encode(const uint8_t *in, size_t n, char *out, size_t cap);
 
+/* ---- TLS-RPT records ---- */
+
+/*
+ * Writes one TLS-RPT record line (mailtls_report_tlsrpt_record) and a line end as a
+ * new file in `dir`, the directory mailtls-tlsrpt(1) reads: the line goes to a
+ * temporary ".tlsrpt-XXXXXX" (mkstemp, mode 0600; such names are never read as
+ * records), is synced, then linked as "<unix time>-<pid>-<n>.tlsrpt", a name no
+ * other process or call takes (link fails rather than replace a file; n counts
+ * up then), so the reader sees the whole file or none. Returns 0, or -1 with errno.
+ */
+int tlsrpt_record_write(const char *dir, const char *line);
+
 #endif /* MAILTLS_EXAMPLES_COMMON_H */

@@ -163,6 +163,10 @@ enum mailtls_result
    */
   MAILTLS_RESULT_BUFFER_TOO_SMALL = 105,
   /*
+   A TLS-RPT record line is malformed (the detail says where and why).
+   */
+  MAILTLS_RESULT_TLSRPT_RECORD_INVALID = 106,
+  /*
    The certificate chain could not be read or parsed.
    */
   MAILTLS_RESULT_CERTIFICATE_LOAD = 200,
@@ -718,6 +722,12 @@ typedef struct mailtls_report mailtls_report;
  One connection: its negotiation, its report, then its data (opaque, single owner).
  */
 typedef struct mailtls_session mailtls_session;
+
+/*
+ A TLS-RPT aggregate (opaque): the sessions added up for RFC 8460 reports. It has
+ one owner and is used by one thread at a time; free it with `mailtls_tlsrpt_free`.
+ */
+typedef struct mailtls_tlsrpt mailtls_tlsrpt;
 
 /*
  A log callback: `level` is one of `MAILTLS_LOG_LEVEL_*`, `message` a NUL-terminated
@@ -1812,6 +1822,108 @@ mailtls_result mailtls_session_set_mta_sts(mailtls_session *s,
  TLSA records decided). NULL before the negotiation started, or for a NULL report.
  */
 const char *mailtls_report_policy(const mailtls_report *r);
+
+/*
+ Creates an empty aggregate for reports by `organization` (the report's
+ "organization-name") with `contact` ("contact-info": an email address or a URL
+ where the reporting organization can be reached). Both are non-empty UTF-8
+ (`MAILTLS_RESULT_INVALID_PARAMETER` otherwise). On success `*out` is the
+ aggregate, to free with `mailtls_tlsrpt_free`.
+ */
+mailtls_result mailtls_tlsrpt_new(const char *organization,
+                                  const char *contact,
+                                  mailtls_tlsrpt **out);
+
+/*
+ Frees an aggregate; NULL is allowed.
+ */
+void mailtls_tlsrpt_free(mailtls_tlsrpt *a);
+
+/*
+ Adds the session of one record line, as `mailtls_report_tlsrpt_record` gives it
+ (one line end after it is allowed). A line that is not a record (not JSON, an
+ unknown field, policy type or RFC 8460 result type, more than 65536 bytes) is
+ refused with `MAILTLS_RESULT_TLSRPT_RECORD_INVALID`, the reason in
+ `mailtls_tlsrpt_last_error`, and the aggregate unchanged.
+ */
+mailtls_result mailtls_tlsrpt_add_record(mailtls_tlsrpt *a, const char *line);
+
+/*
+ Adds the session a report describes (its TLS-RPT result, the one
+ `mailtls_report_tlsrpt_record` writes as a line), for a reporter in the process
+ that ran the session. A report without a TLS-RPT result (a server session, a
+ negotiation not ended) is refused with `MAILTLS_RESULT_INVALID_STATE`, the reason
+ in `mailtls_tlsrpt_last_error`.
+ */
+mailtls_result mailtls_tlsrpt_add_report(mailtls_tlsrpt *a, const mailtls_report *r);
+
+/*
+ How many sessions were added (whatever their time); 0 for NULL.
+ */
+uintptr_t mailtls_tlsrpt_session_count(const mailtls_tlsrpt *a);
+
+/*
+ The earliest and the latest time (seconds since the epoch) of the sessions
+ added, in `*first` and `*last`; `MAILTLS_RESULT_INVALID_STATE` when none was. A
+ tool reporting "everything" makes its range from them.
+ */
+mailtls_result mailtls_tlsrpt_time_range(const mailtls_tlsrpt *a, uint64_t *first, uint64_t *last);
+
+/*
+ Writes the RFC 8460 section 4.4 report of a time range into `buf` of `cap`
+ bytes, as one line of JSON, NUL-terminated. It counts the sessions whose time
+ is in [`start`, `end`) (seconds since the epoch), and no other. "end-datetime" is
+ written as the range's last second (`end` - 1: 23:59:59Z for a day). The range
+ RFC 8460 section 4.1 asks for is one UTC day, 00:00 to 24:00. `report_id` is the
+ report's unique "report-id".
+
+ `*needed` (when `needed` is not NULL) is set to the size the report needs, NUL
+ included, on success and when `buf` is NULL or `cap` too small: then the result
+ is `MAILTLS_RESULT_BUFFER_TOO_SMALL` and `buf` is not written, so a caller asks
+ with NULL and calls again with a buffer of that size. An empty range, an `end`
+ after year 9999 or an empty `report_id` give `MAILTLS_RESULT_INVALID_PARAMETER`,
+ the reason in `mailtls_tlsrpt_last_error`.
+ */
+mailtls_result mailtls_tlsrpt_write(mailtls_tlsrpt *a,
+                                    uint64_t start,
+                                    uint64_t end,
+                                    const char *report_id,
+                                    char *buf,
+                                    uintptr_t cap,
+                                    uintptr_t *needed);
+
+/*
+ Writes the report of `mailtls_tlsrpt_write` and a line end to the file `path`,
+ replacing it whole: written to `path` plus ".tmpPID" first, synced, then
+ renamed, so no reader sees half a report. The file's mode is 0644 (less the
+ umask). A file that cannot be written gives `MAILTLS_RESULT_IO`, with the file
+ and the error in `mailtls_tlsrpt_last_error`.
+ */
+mailtls_result mailtls_tlsrpt_write_file(mailtls_tlsrpt *a,
+                                         uint64_t start,
+                                         uint64_t end,
+                                         const char *report_id,
+                                         const char *path);
+
+/*
+ The full detail of the aggregate's last failed call (which record was refused
+ and why), as a NUL-terminated string owned by the aggregate, valid until the
+ next call on it; "" when nothing failed; NULL for NULL.
+ */
+const char *mailtls_tlsrpt_last_error(const mailtls_tlsrpt *a);
+
+/*
+ The session's TLS-RPT result as one record line (a JSON object, no line end), to
+ write to a file per session and add up later with `mailtls_tlsrpt_add_record`:
+ {"mailtls-tlsrpt":1,"time":...,"policy-type":...,"policy-string":[...],
+ "policy-domain":...,"mx-host":[...],"result":"success" or "failure", and on
+ failure "result-type" and those of "sending-mta-ip", "receiving-mx-hostname",
+ "receiving-mx-helo", "receiving-ip", "failure-reason-code" and
+ "additional-information" that are known}. Owned by the report, like its other
+ strings. NULL when the session has no TLS-RPT result (a server session, a
+ negotiation not ended) and for NULL.
+ */
+const char *mailtls_report_tlsrpt_record(const mailtls_report *r);
 
 #ifdef __cplusplus
 }  // extern "C"

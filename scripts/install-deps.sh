@@ -11,6 +11,11 @@ have make || need+=(make)
 have valgrind || need+=(valgrind)
 have git || need+=(git)
 have python3 || need+=(python3)
+# make tlsrpt-test validates reports against a JSON Schema with Debian's jsonschema,
+# for Debian's own python3 (the python3 on PATH may be another, a pyenv for one).
+if ! [ -x /usr/bin/python3 ] || ! /usr/bin/python3 -c 'import jsonschema' >/dev/null 2>&1; then
+  need+=(python3 python3-jsonschema)
+fi
 # AddressSanitizer's runtime for gcc.
 if ! echo 'int main(void){return 0;}' | gcc -x c -fsanitize=address -o /dev/null - >/dev/null 2>&1; then
   need+=(libasan8)

@@ -49,6 +49,21 @@ TOOLS = {
             "\\fB{\"listening\":\"127.0.0.1:\\fR\\fIPORT\\fR\\fB\"}\\fR as its first line.",
         ],
     ),
+    "mailtls-tlsrpt": (
+        "write the TLS-RPT (RFC 8460) report of a directory of session records",
+        [
+            "\\fBmailtls\\-tlsrpt\\fR adds up the TLS-RPT results that an MTA built on the mailtls "
+            "library (\\fBmailtls\\fR(3)) recorded, one line per delivery attempt, with "
+            "\\fBmailtls_report_tlsrpt_record\\fR(3), in files named \\fI*.tlsrpt\\fR in "
+            "\\fIDIR\\fR, and writes the aggregate report of RFC 8460 section 4.4: per policy, "
+            "the sessions that succeeded and failed, and each kind of failure with its count. "
+            "Run once a day, it reports the previous UTC day, as section 4.1 asks.",
+            "It sends nothing: the report is for the reporting domain's TLSRPT address, by mail "
+            "or HTTPS (RFC 8460 section 3), gzip-compressed or not, which is the caller's part. "
+            "A report covers every policy domain in \\fIDIR\\fR; to send each domain only its "
+            "own sessions, keep one directory per domain.",
+        ],
+    ),
 }
 
 

@@ -36,6 +36,8 @@ pub enum Code {
     Unsupported = 104,
     /// The caller's buffer is too small for the result.
     BufferTooSmall = 105,
+    /// A TLS-RPT record line is malformed (the detail says where and why).
+    TlsrptRecordInvalid = 106,
 
     /// The certificate chain could not be read or parsed.
     CertificateLoad = 200,
@@ -151,7 +153,7 @@ impl Code {
     pub const ALL: &'static [Code] = &[
         Code::Ok, Code::WouldBlock, Code::Closed, Code::Handoff,
         Code::NullParameter, Code::InvalidParameter, Code::InvalidState, Code::Panic,
-        Code::Unsupported, Code::BufferTooSmall,
+        Code::Unsupported, Code::BufferTooSmall, Code::TlsrptRecordInvalid,
         Code::CertificateLoad, Code::PrivateKeyLoad, Code::KeyMismatch, Code::TrustAnchors,
         Code::NoCertificate, Code::TlsConfig, Code::TicketKeyLoad,
         Code::Io, Code::Timeout, Code::PeerClosed, Code::Connect,
@@ -188,6 +190,7 @@ impl Code {
             Code::Panic => "internal error (panic caught at the C boundary)",
             Code::Unsupported => "not supported by this release",
             Code::BufferTooSmall => "buffer too small",
+            Code::TlsrptRecordInvalid => "malformed TLS-RPT record",
             Code::CertificateLoad => "cannot load the certificate chain",
             Code::PrivateKeyLoad => "cannot load the private key",
             Code::KeyMismatch => "the private key does not match the certificate",
@@ -253,6 +256,7 @@ impl Code {
             Code::Panic => "panic",
             Code::Unsupported => "unsupported",
             Code::BufferTooSmall => "buffer-too-small",
+            Code::TlsrptRecordInvalid => "tlsrpt-record-invalid",
             Code::CertificateLoad => "certificate-load",
             Code::PrivateKeyLoad => "private-key-load",
             Code::KeyMismatch => "key-mismatch",

@@ -24,6 +24,8 @@ pub mod tickets;
 // Last, so that the header keeps the order it had before this file.
 pub mod starttls;
 pub mod dane;
+// After it, for the same reason.
+pub mod tlsrpt;
 
 pub use crate::error::Code as mailtls_result;
 
@@ -137,6 +139,7 @@ mod tests {
             ("lmdb.rs", include_str!("lmdb.rs")),
             ("starttls.rs", include_str!("starttls.rs")),
             ("dane.rs", include_str!("dane.rs")),
+            ("tlsrpt.rs", include_str!("tlsrpt.rs")),
         ];
         let mut exports = 0;
         for (name, src) in files {

@@ -22,6 +22,8 @@ pub struct mailtls_report {
     events: Vec<CString>,
     /// Built on the first `mailtls_report_json`: most callers never ask for it.
     json: once_cell::unsync::OnceCell<CString>,
+    /// Built on the first `mailtls_report_tlsrpt_record` (None: no TLS-RPT result).
+    tlsrpt_line: once_cell::unsync::OnceCell<Option<CString>>,
 }
 
 impl mailtls_report {
@@ -40,12 +42,23 @@ impl mailtls_report {
             warnings: src.warnings.iter().map(|c| cstring(c)).collect(),
             events: src.memory_events.iter().map(|c| cstring(c)).collect(),
             json: once_cell::unsync::OnceCell::new(),
+            tlsrpt_line: once_cell::unsync::OnceCell::new(),
             src,
         }
     }
 
     pub(crate) fn is_of(&self, r: &Report) -> bool {
         &self.src == r
+    }
+
+    /// The session's TLS-RPT result, if it has one.
+    pub(crate) fn tlsrpt(&self) -> Option<&crate::tlsrpt::SessionResult> {
+        self.src.tlsrpt.as_ref()
+    }
+
+    /// Its record line, owned by the report, or NULL.
+    pub(crate) fn tlsrpt_line(&self) -> *const c_char {
+        opt_ptr(self.tlsrpt_line.get_or_init(|| self.src.tlsrpt.as_ref().map(|t| cstring(&t.to_line()))))
     }
 }
 

@@ -2,6 +2,12 @@
 //! policy, and the aggregate report made from many. It holds plain data and the
 //! report's JSON; it sees no pointer and takes no decision about a session (the
 //! session fills a [`SessionResult`] in, the caller's reporter adds them up).
+//! [`record`] writes and reads one session as a line, [`aggregate`] adds them up.
+
+pub mod aggregate;
+pub mod record;
+
+pub use aggregate::Aggregate;
 
 /// The policy a session was held to (RFC 8460 section 4.4, "policy-type").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

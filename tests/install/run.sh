@@ -49,7 +49,8 @@ else
   cat "$WORK/abi.log"
   fail "the installed library's exports differ from abi/mailtls.symbols"
 fi
-for f in include/mailtls.h lib/libmailtls.a lib/pkgconfig/mailtls.pc bin/mailtls-client bin/mailtls-server; do
+for f in include/mailtls.h lib/libmailtls.a lib/pkgconfig/mailtls.pc bin/mailtls-client bin/mailtls-server bin/mailtls-tlsrpt \
+  share/man/man1/mailtls-tlsrpt.1; do
   [ -f "$PREFIX/$f" ] || fail "$f is not installed"
 done
 cmp -s "$PREFIX/include/mailtls.h" "$ROOT/include/mailtls.h" || fail "the installed header is not include/mailtls.h"
