@@ -8,6 +8,7 @@
  *                  [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]
  *                  [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]
  *                  [--next-hop DOMAIN] [--mta-sts FILE] [--dns ADDR[@PORT] [--dns-anchor FILE]]
+ *                  [--tlsrpt-dir DIR]
  *                  [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]
  *                  [--from ADDR --to ADDR... --message FILE]
  *                  [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]
@@ -59,6 +60,7 @@ static void usage(FILE *f)
             "                      [--policy none|may|encrypt|verify|dane|dane-only] [--servername NAME] [--cafile FILE]\n"
             "                      [--tlsa FILE --dnssec secure|insecure|bogus] [--mx-host NAME] [--tlsa-base NAME]\n"
             "                      [--next-hop DOMAIN] [--mta-sts FILE] [--dns ADDR[@PORT] [--dns-anchor FILE]]\n"
+            "                      [--tlsrpt-dir DIR]\n"
             "                      [--timeout SECS] [--total-timeout SECS] [--memory FILE | --memory-redis HOST[:PORT][/PREFIX]]\n"
             "                      [--from ADDR --to ADDR... --message FILE]\n"
             "                      [--user NAME --pass SECRET] [--plaintext-auth] [--json] [-v] HOST[:PORT]\n"
@@ -87,6 +89,8 @@ static void usage(FILE *f)
             "                its TLSA records (_PORT._tcp) through this resolver with libunbound,\n"
             "                validating with --dns-anchor FILE (a DS or DNSKEY trust anchor), and\n"
             "                hand them to the library (instead of --tlsa, --dnssec, --mx-host)\n"
+            "  --tlsrpt-dir DIR  record the session's TLS-RPT result (RFC 8460) as a new file in\n"
+            "                DIR, for mailtls-tlsrpt DIR to add up into a report\n"
             "  --servername  reference name for verify and SNI (default HOST)\n"
             "  --cafile      PEM trust anchors instead of the system store\n"
             "  --timeout     seconds for the connect and for each step (default 60)\n"
@@ -862,11 +866,12 @@ struct args {
     const char *memredis;
     struct dest_args dest;
     const char *connect_to; /* --dns: the MX host's address (HOST is then the MX host) */
+    const char *tlsrpt_dir;
 };
 
 enum { O_PROTO = 256, O_POLICY, O_SERVERNAME, O_CAFILE, O_TIMEOUT, O_FROM, O_TO, O_MESSAGE, O_JSON, O_MEMORY,
        O_LIST_MEMORY, O_FORGET, O_EXPORT_MEMORY, O_IMPORT_MEMORY, O_IMPLICIT, O_USER, O_PASS, O_PLAINAUTH,
-       O_TOTAL_TIMEOUT, O_MEMORY_REDIS, O_TLSA, O_DNSSEC, O_MX_HOST, O_TLSA_BASE, O_NEXT_HOP, O_MTA_STS, O_DNS, O_DNS_ANCHOR };
+       O_TOTAL_TIMEOUT, O_MEMORY_REDIS, O_TLSA, O_DNSSEC, O_MX_HOST, O_TLSA_BASE, O_NEXT_HOP, O_MTA_STS, O_DNS, O_DNS_ANCHOR, O_TLSRPT_DIR };
 
 static const struct option longopts[] = {
     {"proto", required_argument, NULL, O_PROTO},
@@ -897,6 +902,7 @@ static const struct option longopts[] = {
     {"mta-sts", required_argument, NULL, O_MTA_STS},
     {"dns", required_argument, NULL, O_DNS},
     {"dns-anchor", required_argument, NULL, O_DNS_ANCHOR},
+    {"tlsrpt-dir", required_argument, NULL, O_TLSRPT_DIR},
     {"verbose", no_argument, NULL, 'v'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
@@ -973,6 +979,7 @@ static int parse_args(int argc, char **argv, struct args *a)
         case O_MTA_STS: a->dest.mta_sts_file = optarg; break;
         case O_DNS: a->dest.dns = optarg; break;
         case O_DNS_ANCHOR: a->dest.dns_anchor = optarg; break;
+        case O_TLSRPT_DIR: a->tlsrpt_dir = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return EX_USAGE;
         }
@@ -1199,6 +1206,10 @@ static int run(const struct args *a, const mailtls_config *cfg, mailtls_session 
     if (fd >= 0)
         close(fd);
 
+    /* The TLS-RPT record: what an MTA logs per session for its daily report. */
+    const char *record = a->tlsrpt_dir ? mailtls_report_tlsrpt_record(mailtls_session_report(s)) : NULL;
+    if (record && tlsrpt_record_write(a->tlsrpt_dir, record) < 0)
+        fprintf(stderr, "%s: --tlsrpt-dir %s: %s\n", prog, a->tlsrpt_dir, strerror(errno));
     if (a->json) {
         rep = mailtls_session_report(s);
         const char *j = mailtls_report_json(rep);
