@@ -1268,7 +1268,8 @@ int main(int argc, char **argv)
         if ((status = dest_lookup(&a.dest, host, port, prog)) != 0)
             return status;
         a.connect_to = a.dest.found->address;
-        snprintf(host, sizeof host, "%s", a.dest.found->mx_host);
+        if (a.dest.found->mx_host[0]) /* a bogus MX answer leaves none: the library defers */
+            snprintf(host, sizeof host, "%s", a.dest.found->mx_host);
     } else if (a.dest.dns_anchor) {
         die_usage("--dns-anchor goes with --dns");
     }

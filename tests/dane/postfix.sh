@@ -11,10 +11,9 @@
 #   ins.test   -> [mx.ins.test]:PORT, an insecure zone (TLSA published, unsigned):
 #                 deferred under dane-only, nothing delivered
 # which also shows that Postfix looks up TLSA at _PORT._tcp.HOST for [HOST]:PORT.
-# The other direction, mailtls-client as the DANE client delivering to Postfix's
-# smtpd (pf.sec.test, TLSA at _SMTPD._tcp.pf.sec.test), is prepared in
-# client_to_postfix below and runs only with MAILTLS_DANE_CLIENT=1, until
-# mailtls-client has --policy dane-only --tlsa --dnssec --mx-host.
+# The other direction: mailtls-client at dane-only looks sec.test up (--dns: MX
+# pf.sec.test, TLSA at _SMTPD._tcp.pf.sec.test) and delivers to Postfix's smtpd,
+# verified; with the TLSA record of another key it defers and sends no message.
 # Skips (exit 0, with a message) when Postfix is not installed; make test installs it
 # (scripts/install-real-servers.sh) before this runs. Needs root.
 set -euo pipefail
@@ -222,26 +221,28 @@ client_to_postfix() {
   [ "$mx" = pf.sec.test ] && [ "$dnssec" = secure ] && [ -s "$TMP/pf.tlsa" ] ||
     { fail "client: the lookup found mx-host '$mx', dnssec '$dnssec'"; return 0; }
   printf 'From: a@client.sec.test\r\nTo: bob@sec.test\r\nSubject: dane client\r\n\r\nhello\r\n' >"$TMP/client.eml"
+  # As an MTA: the client looks sec.test up itself (--dns, libunbound) and hands the
+  # MX, its TLSA records and their DNSSEC status to the library.
   st=0
-  "$client" --policy dane-only --tlsa "$TMP/pf.tlsa" --dnssec "$dnssec" --mx-host "$mx" --servername "$tlsa_base" \
+  "$client" --policy dane-only --dns "$DNS_RESOLVER" --dns-anchor "$DNS_ANCHOR" \
     --timeout 20 --from a@client.sec.test --to bob@sec.test --message "$TMP/client.eml" --json \
-    "$addr:$SMTPD" >"$TMP/client.json" 2>"$TMP/client.err" || st=$?
+    "sec.test:$SMTPD" >"$TMP/client.json" 2>"$TMP/client.err" || st=$?
   [ $st = 0 ] || { fail "client: mailtls-client dane-only exited $st: $(tail -n 3 "$TMP/client.err")"; return 0; }
+  grep -q '"policy":"dane-only"' "$TMP/client.json" && grep -q '"verified":true' "$TMP/client.json" ||
+    fail "client: not verified under dane-only: $(cat "$TMP/client.json")"
   for _ in $(seq 300); do [ -n "$(find "$TMP/vmail/bob/new" -type f 2>/dev/null)" ] && break; sleep 0.1; done
   [ -n "$(find "$TMP/vmail/bob/new" -type f 2>/dev/null)" ] || fail "client: nothing reached Postfix's maildir"
   # the TLSA record of another key: deferred, and no message
   tlsa_rdata 3 1 1 "$PKI_DIR/other.pem" >"$TMP/wrong.tlsa"
   st=0
-  "$client" --policy dane-only --tlsa "$TMP/wrong.tlsa" --dnssec secure --mx-host "$mx" --servername "$tlsa_base" \
+  "$client" --policy dane-only --tlsa "$TMP/wrong.tlsa" --dnssec secure --mx-host "$mx" --tlsa-base "$tlsa_base" \
     --timeout 20 --from a@client.sec.test --to bob@sec.test --message "$TMP/client.eml" --json \
     "$addr:$SMTPD" >"$TMP/client-wrong.json" 2>"$TMP/client-wrong.err" || st=$?
   [ $st = 75 ] || fail "client: a TLSA record of another key gave exit $st, expected 75 (defer)"
   [ "$(find "$TMP/vmail/bob/new" -type f | wc -l)" = 1 ] || fail "client: the message under a wrong TLSA record was delivered"
 }
-if [ "${MAILTLS_DANE_CLIENT:-}" = 1 ]; then
-  client_to_postfix
-  [ $FAILED = 0 ] && echo "dane-postfix: mailtls-client dane-only -> Postfix smtpd: verified and delivered; wrong TLSA deferred"
-fi
+client_to_postfix
+[ $FAILED = 0 ] && echo "dane-postfix: mailtls-client dane-only -> Postfix smtpd: verified and delivered; wrong TLSA deferred"
 
 [ $FAILED = 0 ] || exit 1
 echo "dane-postfix: Postfix $PF_VERSION dane-only: [mx1.sec.test]:$PORT verified by TLSA 3 1 1 and delivered;"
