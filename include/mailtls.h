@@ -838,7 +838,9 @@ mailtls_result mailtls_config_builder_new(uint32_t role, mailtls_config_builder 
 void mailtls_config_builder_free(mailtls_config_builder *b);
 
 /*
- Sets the client policy: `MAILTLS_POLICY_NONE`, `_MAY` (default), `_ENCRYPT`, `_VERIFY`.
+ Sets the client policy: `MAILTLS_POLICY_NONE`, `_MAY` (default), `_ENCRYPT`, `_VERIFY`,
+ `_DANE` or `_DANE_ONLY` (RFC 7672; the TLSA records and their DNSSEC status are set
+ on each session: `mailtls_session_add_tlsa_text`, `mailtls_session_set_dnssec`).
  */
 mailtls_result mailtls_config_builder_set_policy(mailtls_config_builder *b, uint32_t policy);
 

@@ -94,7 +94,9 @@ pub extern "C" fn mailtls_config_builder_free(b: *mut mailtls_config_builder) {
     })
 }
 
-/// Sets the client policy: `MAILTLS_POLICY_NONE`, `_MAY` (default), `_ENCRYPT`, `_VERIFY`.
+/// Sets the client policy: `MAILTLS_POLICY_NONE`, `_MAY` (default), `_ENCRYPT`, `_VERIFY`,
+/// `_DANE` or `_DANE_ONLY` (RFC 7672; the TLSA records and their DNSSEC status are set
+/// on each session: `mailtls_session_add_tlsa_text`, `mailtls_session_set_dnssec`).
 #[no_mangle]
 pub extern "C" fn mailtls_config_builder_set_policy(b: *mut mailtls_config_builder, policy: u32) -> mailtls_result {
     ffi_guard!(mailtls_result::Panic, {
