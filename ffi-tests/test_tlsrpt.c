@@ -277,3 +277,74 @@ TEST(tlsrpt_write_file_replaces_the_file_whole) {
     CHECK(strstr(mailtls_tlsrpt_last_error(a), "no/such/dir") != NULL);
     rmdir(dir);
 }
+
+/* One client session against the fixture serving `scfg`, with the TLSA record
+ * `tlsa` (NULL: none) under policy dane-only and a secure lookup; its report is added
+ * to `a`. Returns the negotiation's result. */
+static mailtls_result dane_session(const mailtls_config *scfg, const mailtls_config *ccfg, const char *tlsa,
+                                   mailtls_tlsrpt *a, char *sha256_out) {
+    static struct fixture_opts o;
+    memset(&o, 0, sizeof o);
+    o.cfg = scfg;
+    peer_t *p = peer_start(VIA_SOCKETPAIR, fixture_server, &o);
+    if (!CHECK(p))
+        return MAILTLS_RESULT_PANIC;
+    mailtls_session *s = client_on_fd(ccfg, "mx.a.example", p->fd);
+    if (!CHECK(s))
+        return MAILTLS_RESULT_PANIC;
+    if (tlsa) {
+        CHECK_RC(mailtls_session_add_tlsa_text(s, tlsa), MAILTLS_RESULT_OK);
+        CHECK_RC(mailtls_session_set_dnssec(s, MAILTLS_DNSSEC_SECURE), MAILTLS_RESULT_OK);
+    }
+    CHECK_RC(mailtls_session_set_next_hop(s, "a.example"), MAILTLS_RESULT_OK);
+    mailtls_result rc = mailtls_client_negotiate(s);
+    const mailtls_report *r = mailtls_session_report(s);
+    if (sha256_out && mailtls_report_peer_cert_sha256(r))
+        snprintf(sha256_out, 65, "%s", mailtls_report_peer_cert_sha256(r));
+    const char *line = mailtls_report_tlsrpt_record(r);
+    CHECK(line != NULL);
+    if (line)
+        CHECK(strchr(line, '\n') == NULL);
+    CHECK_RC(mailtls_tlsrpt_add_report(a, r), MAILTLS_RESULT_OK);
+    if (rc == MAILTLS_RESULT_OK)
+        mailtls_session_close(s);
+    peer_finish(p);
+    return rc;
+}
+
+TEST(tlsrpt_sessions_under_dane_add_up_from_their_reports) {
+    static char pem[8192];
+    const mailtls_config *scfg = server_cfg("mx.a.example", pem, sizeof pem);
+    const mailtls_config *may = client_cfg(MAILTLS_POLICY_MAY, NULL);
+    const mailtls_config *dane = client_cfg(MAILTLS_POLICY_DANE_ONLY, NULL);
+    mailtls_tlsrpt *a = new_agg();
+    REQUIRE(scfg && may && dane && a);
+    /* A first session learns the certificate's SHA-256: the DANE-EE 3 0 1 record. */
+    char sha[65] = "";
+    CHECK_RC(dane_session(scfg, may, NULL, a, sha), MAILTLS_RESULT_OK);
+    REQUIRE(strlen(sha) == 64);
+    char good[80], bad[80];
+    snprintf(good, sizeof good, "3 0 1 %s", sha);
+    snprintf(bad, sizeof bad, "3 0 1 %064d", 0);
+    CHECK_RC(dane_session(scfg, dane, good, a, NULL), MAILTLS_RESULT_OK);
+    CHECK_RC(dane_session(scfg, dane, good, a, NULL), MAILTLS_RESULT_OK);
+    CHECK_RC(dane_session(scfg, dane, bad, a, NULL), MAILTLS_RESULT_DANE_NO_MATCH);
+    CHECK(mailtls_tlsrpt_session_count(a) == 4);
+    uint64_t first = 0, last = 0;
+    REQUIRE_RC(mailtls_tlsrpt_time_range(a, &first, &last), MAILTLS_RESULT_OK);
+    char *json = write_report(a, first, last + 1, "dane-1");
+    REQUIRE(json);
+    /* The policy-may session: no policy found, a success. */
+    CHECK_CONTAINS(json, strlen(json), "\"policy-type\":\"no-policy-found\"");
+    /* The record that matched: two successes, under its own policy string. */
+    char frag[256];
+    snprintf(frag, sizeof frag,
+             "\"policy-string\":[\"%s\"],\"policy-domain\":\"a.example\",\"mx-host\":[\"mx.a.example\"]},"
+             "\"summary\":{\"total-successful-session-count\":2,\"total-failure-session-count\":0}",
+             good);
+    CHECK_CONTAINS(json, strlen(json), frag);
+    /* The one that did not: a failure, certificate-not-trusted, with our reason. */
+    CHECK_CONTAINS(json, strlen(json), "\"total-successful-session-count\":0,\"total-failure-session-count\":1}");
+    CHECK_CONTAINS(json, strlen(json), "\"result-type\":\"certificate-not-trusted\"");
+    CHECK_CONTAINS(json, strlen(json), "\"failure-reason-code\":\"dane-no-match: ");
+}
