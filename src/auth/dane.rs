@@ -22,6 +22,7 @@ use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore,
 use super::tlsa::{Tlsa, DANE_EE, DANE_TA};
 use super::AuthFailure;
 use crate::error::Code;
+use crate::tls::client::RecordOnly;
 
 /// Checks a server's chain against a TLSA RRset (its usable records only).
 #[derive(Debug)]
@@ -29,6 +30,8 @@ pub struct DaneVerifier {
     records: Vec<Tlsa>,
     names: Vec<String>,
     provider: Arc<CryptoProvider>,
+    /// The handshake signatures are checked as under every policy.
+    signatures: RecordOnly,
 }
 
 impl DaneVerifier {
@@ -38,6 +41,7 @@ impl DaneVerifier {
         DaneVerifier {
             records: records.iter().filter(|r| r.usable()).cloned().collect(),
             names: names.to_vec(),
+            signatures: RecordOnly::new(provider.clone()),
             provider,
         }
     }
@@ -180,7 +184,7 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -189,10 +193,10 @@ impl ServerCertVerifier for DaneVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.supported_verify_schemes()
     }
 }

@@ -255,8 +255,16 @@ impl ServerCertVerifier for NamedWebPki {
 /// handshake signatures are still verified so the key exchange is authentic to the
 /// presented key.
 #[derive(Debug)]
-struct RecordOnly {
+pub(crate) struct RecordOnly {
     provider: Arc<CryptoProvider>,
+}
+
+impl RecordOnly {
+    /// The handshake signature checks with the provider's algorithms; verifiers of
+    /// other policies (DANE) delegate theirs here.
+    pub(crate) fn new(provider: Arc<CryptoProvider>) -> Self {
+        RecordOnly { provider }
+    }
 }
 
 impl ServerCertVerifier for RecordOnly {
