@@ -180,7 +180,7 @@ TEST(out_of_range_enum_values_give_invalid_parameter) {
     CHECK_RC(mailtls_config_builder_new(0xffffffffu, &b), IP);
     b = client_builder(MAILTLS_POLICY_MAY);
     REQUIRE(b);
-    CHECK_RC(mailtls_config_builder_set_policy(b, 4), IP);
+    CHECK_RC(mailtls_config_builder_set_policy(b, MAILTLS_POLICY_DANE_ONLY + 1), IP);
     CHECK_RC(mailtls_config_builder_set_policy(b, 0x80000000u), IP);
     CHECK_RC(mailtls_config_builder_set_injection_action(b, 2), IP);
     CHECK_RC(mailtls_config_builder_set_log(b, dummy_log, NULL, 0), IP);
