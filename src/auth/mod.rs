@@ -266,6 +266,9 @@ pub fn plan(policy: Policy, dest: &Destination, server_name: &str) -> Plan {
                 }
             } else if !listed {
                 let why = format!("MTA-STS enforce: the MX host {mx} matches none of {}: deferring", sts.mx.join(", "));
+                // The session is held to the enforced policy whether or not it lets this
+                // MX in: the report names it (verify), not the config's policy.
+                p.policy = Policy::Verify;
                 p.result_type = Some("validation-failure");
                 p.defer = Some(Error::new(Code::StsMxMismatch, why.clone()));
                 p.why = why;
@@ -343,6 +346,7 @@ mod tests {
         let p = plan(Policy::May, &with(&enforce, "mx.example.test"), "mx.example.test");
         assert_eq!((p.policy, p.check.clone()), (Policy::Verify, Check::WebPki(vec!["mx.example.test".into()])));
         let p = plan(Policy::May, &with(&enforce, "mx.elsewhere.test"), "mx.elsewhere.test");
+        assert_eq!(p.policy, Policy::Verify, "held to enforce, though it defers");
         assert_eq!(p.defer.map(|e| e.code), Some(Code::StsMxMismatch));
         let p = plan(Policy::May, &with(&testing, "mx.elsewhere.test"), "mx.elsewhere.test");
         assert!(p.defer.is_none() && p.policy == Policy::May && p.testing == ["mx.elsewhere.test"]);

@@ -18,12 +18,14 @@ impl Session {
     /// Adds a record to the destination's TLSA RRset.
     pub fn add_tlsa(&mut self, record: Tlsa) -> Result<()> {
         self.destination_settable()?;
+        // A duplicate is ignored, even when the RRset is full: it adds no record.
+        if self.dest.tlsa.contains(&record) {
+            return Ok(());
+        }
         if self.dest.tlsa.len() >= 64 {
             return Err(Error::new(Code::InvalidParameter, "more than 64 TLSA records for one destination"));
         }
-        if !self.dest.tlsa.contains(&record) {
-            self.dest.tlsa.push(record);
-        }
+        self.dest.tlsa.push(record);
         Ok(())
     }
 
