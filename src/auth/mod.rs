@@ -183,67 +183,80 @@ pub fn plan(policy: Policy, dest: &Destination, server_name: &str) -> Plan {
     if policy == Policy::None {
         return p;
     }
+    if matches!(policy, Policy::Dane | Policy::DaneOnly) && dane_decides(&mut p, dest, server_name, &domain, &mx) {
+        return p;
+    }
+    sts_plan(&mut p, dest, &domain, &mx);
+    p
+}
+
+/// The DANE half of [`plan`]: true when DANE decided (authenticated by the records,
+/// or deferred); otherwise `p` holds the fallback policy for MTA-STS to refine.
+fn dane_decides(p: &mut Plan, dest: &Destination, server_name: &str, domain: &str, mx: &str) -> bool {
+    let policy = p.policy;
     let tlsa_report = PolicyId {
         policy_type: Some(PolicyType::Tlsa),
         policy_strings: dest.tlsa.iter().map(Tlsa::text).collect(),
-        policy_domain: domain.clone(),
-        mx_host: vec![mx.clone()],
+        policy_domain: domain.to_string(),
+        mx_host: vec![mx.to_string()],
     };
-    if matches!(policy, Policy::Dane | Policy::DaneOnly) {
-        let usable: Vec<Tlsa> = dest.tlsa.iter().filter(|r| r.usable()).cloned().collect();
-        let only = policy == Policy::DaneOnly;
-        let defer = |p: &mut Plan, code: Code, rt: &'static str, why: String| {
-            p.report = tlsa_report.clone();
-            p.result_type = Some(rt);
-            p.why = why.clone();
-            p.defer = Some(Error::new(code, why));
-        };
-        match dest.dnssec {
-            Some(Dnssec::Bogus) => {
-                defer(&mut p, Code::DnssecBogus, "dnssec-invalid", format!("policy {}: the DNSSEC lookup for {mx} was bogus: deferring", policy.name()));
-                return p;
+    let usable: Vec<Tlsa> = dest.tlsa.iter().filter(|r| r.usable()).cloned().collect();
+    let only = policy == Policy::DaneOnly;
+    let mut defer = |code: Code, rt: &'static str, why: String| {
+        p.report = tlsa_report.clone();
+        p.result_type = Some(rt);
+        p.why = why.clone();
+        p.defer = Some(Error::new(code, why));
+        true
+    };
+    match dest.dnssec {
+        Some(Dnssec::Bogus) => {
+            defer(Code::DnssecBogus, "dnssec-invalid", format!("policy {}: the DNSSEC lookup for {mx} was bogus: deferring", policy.name()))
+        }
+        Some(Dnssec::Secure) if !usable.is_empty() => {
+            let base = dest.tlsa_base.clone().unwrap_or_else(|| mx.to_string());
+            p.why = format!(
+                "policy {}: {} usable TLSA record(s) of {} for {base} (DNSSEC secure)",
+                policy.name(),
+                usable.len(),
+                dest.tlsa.len()
+            );
+            p.check = Check::Dane(usable, dest.names(server_name));
+            p.sni = Some(base);
+            p.report = tlsa_report;
+            true
+        }
+        Some(Dnssec::Secure) if !dest.tlsa.is_empty() => {
+            if only {
+                return defer(Code::TlsaUnusable, "tlsa-invalid", format!("policy dane-only: none of the {} TLSA record(s) for {mx} is usable (usages 0 and 1 are not for SMTP): deferring", dest.tlsa.len()));
             }
-            Some(Dnssec::Secure) if !usable.is_empty() => {
-                let base = dest.tlsa_base.clone().unwrap_or_else(|| mx.clone());
-                p.why = format!(
-                    "policy {}: {} usable TLSA record(s) of {} for {base} (DNSSEC secure)",
-                    policy.name(),
-                    usable.len(),
-                    dest.tlsa.len()
-                );
-                p.check = Check::Dane(usable, dest.names(server_name));
-                p.sni = Some(base);
-                p.report = tlsa_report;
-                return p;
+            p.policy = Policy::Encrypt;
+            p.report = tlsa_report;
+            p.why = format!("policy dane: no usable TLSA record of {} for {mx}: encrypt", dest.tlsa.len());
+            false
+        }
+        status => {
+            let what = match status {
+                Some(Dnssec::Secure) => "no TLSA record (securely denied)",
+                Some(_) => "an insecure lookup",
+                None => "no DNSSEC status given",
+            };
+            if only {
+                return defer(Code::DaneRequired, "dane-required", format!("policy dane-only: {what} for {mx}: deferring"));
             }
-            Some(Dnssec::Secure) if !dest.tlsa.is_empty() => {
-                if only {
-                    defer(&mut p, Code::TlsaUnusable, "tlsa-invalid", format!("policy dane-only: none of the {} TLSA record(s) for {mx} is usable (usages 0 and 1 are not for SMTP): deferring", dest.tlsa.len()));
-                    return p;
-                }
-                p.policy = Policy::Encrypt;
-                p.report = tlsa_report;
-                p.why = format!("policy dane: no usable TLSA record of {} for {mx}: encrypt", dest.tlsa.len());
-            }
-            status => {
-                let what = match status {
-                    Some(Dnssec::Secure) => "no TLSA record (securely denied)",
-                    Some(_) => "an insecure lookup",
-                    None => "no DNSSEC status given",
-                };
-                if only {
-                    defer(&mut p, Code::DaneRequired, "dane-required", format!("policy dane-only: {what} for {mx}: deferring"));
-                    return p;
-                }
-                p.policy = Policy::May;
-                p.why = format!("policy dane: {what} for {mx}: may");
-            }
+            p.policy = Policy::May;
+            p.why = format!("policy dane: {what} for {mx}: may");
+            false
         }
     }
+}
+
+/// The MTA-STS half of [`plan`], where DANE did not decide.
+fn sts_plan(p: &mut Plan, dest: &Destination, domain: &str, mx: &str) {
     match &dest.sts {
         None => {}
         Some(Err(e)) => {
-            p.report = PolicyId { policy_type: Some(PolicyType::Sts), policy_domain: domain, ..PolicyId::default() };
+            p.report = PolicyId { policy_type: Some(PolicyType::Sts), policy_domain: domain.to_string(), ..PolicyId::default() };
             p.result_type = Some("sts-policy-invalid");
             p.why = format!("{}; {}: treated as no policy", p.why, e.detail);
         }
@@ -254,12 +267,12 @@ pub fn plan(policy: Policy, dest: &Destination, server_name: &str) -> Plan {
             p.report = PolicyId {
                 policy_type: Some(PolicyType::Sts),
                 policy_strings: sts.lines.clone(),
-                policy_domain: domain,
+                policy_domain: domain.to_string(),
                 mx_host: sts.mx.clone(),
             };
-            let listed = sts.allows_mx(&mx);
+            let listed = sts.allows_mx(mx);
             if sts.mode == sts::Mode::Testing {
-                p.testing = vec![mx.clone()];
+                p.testing = vec![mx.to_string()];
                 p.why = format!("{}; MTA-STS testing (MX {mx} {}): deliver, report", p.why, if listed { "listed" } else { "not listed" });
                 if !listed {
                     p.result_type = Some("validation-failure");
@@ -274,12 +287,11 @@ pub fn plan(policy: Policy, dest: &Destination, server_name: &str) -> Plan {
                 p.why = why;
             } else {
                 p.policy = Policy::Verify;
-                p.check = Check::WebPki(vec![mx.clone()]);
+                p.check = Check::WebPki(vec![mx.to_string()]);
                 p.why = format!("{}; MTA-STS enforce: TLS with a certificate valid for {mx}", p.why);
             }
         }
     }
-    p
 }
 
 #[cfg(test)]
