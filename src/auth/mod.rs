@@ -194,9 +194,13 @@ pub fn plan(policy: Policy, dest: &Destination, server_name: &str) -> Plan {
 /// or deferred); otherwise `p` holds the fallback policy for MTA-STS to refine.
 fn dane_decides(p: &mut Plan, dest: &Destination, server_name: &str, domain: &str, mx: &str) -> bool {
     let policy = p.policy;
+    // An RRset has no order (resolvers rotate it): sorted, the same RRset is the same
+    // policy in every report, and its sessions add up under one entry.
+    let mut strings: Vec<String> = dest.tlsa.iter().map(Tlsa::text).collect();
+    strings.sort();
     let tlsa_report = PolicyId {
         policy_type: Some(PolicyType::Tlsa),
-        policy_strings: dest.tlsa.iter().map(Tlsa::text).collect(),
+        policy_strings: strings,
         policy_domain: domain.to_string(),
         mx_host: vec![mx.to_string()],
     };
@@ -341,6 +345,8 @@ mod tests {
         assert_eq!(p.sni.as_deref(), Some("base.example.test"));
         assert_eq!(p.report.policy_type, Some(PolicyType::Tlsa));
         assert_eq!(p.report.policy_strings.len(), 2, "the whole RRset is reported");
+        let reversed = plan(Dane, &Destination { tlsa_base: Some("base.example.test".into()), ..dest(&[PKIX, EE], secure) }, "mx.example.test");
+        assert_eq!(reversed.report, p.report, "the same RRset in another order is the same policy");
         match p.check {
             Check::Dane(r, names) => {
                 assert_eq!(r.len(), 1, "only the usable record checks");

@@ -190,6 +190,10 @@ types = sorted({f["result-type"] for p in r["policies"] for f in p.get("failure-
 print(len(r["policies"]), ok, bad, ",".join(types))' "$TMP/report.json")
 read -r npol nok nbad types <<<"$summary"
 [ "$((nok + nbad))" = "${#ROWS[@]}" ] || fail "the report counts $nok + $nbad sessions, ran ${#ROWS[@]}"
+# One entry per distinct policy, whatever order the resolver gave each RRset in: the
+# 18 cases hold 16 (the two mismatch cases share one RRset, the two usages-0/1 cases
+# another with two records; the two insecure cases are tlsa and no-policy-found).
+[ "$npol" = 16 ] || fail "the report has $npol policies, expected 16"
 
 printf '%-34s %-10s %-9s %-22s %-10s %s\n' case mail outcome reason policy "tls-rpt (result, policy-type)"
 printf '%s\n' "${ROWS[@]}"
